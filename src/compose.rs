@@ -1,0 +1,372 @@
+//! Compose: the pipeline from a layout and content sets to a verified disk image.
+//!
+//! Order of work, so that bad input fails before anything is written and nothing half-written
+//! ever sits at the output path:
+//! 1. load the layout and the content sets, reserve each XFS partition's manifest, and check that
+//!    every partition's content fits (size planning);
+//! 2. build each partition's filesystem in a sparse partition-sized file in a private work
+//!    directory beside the output (XFS: reserve-and-fill metadata; vfat: mkfs.fat + mtools);
+//! 3. write the image under a temporary name: partition table, each partition's metadata ranges,
+//!    then every file's bytes streamed from its source into its extents (hashed on the way), then
+//!    the manifest;
+//! 4. verify the written image the way `prestage verify` does, and only then rename it into place.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::cleanup;
+use crate::content::{Content, Owners, CHUNK};
+use crate::emit::{self, Format, ImageWriter};
+use crate::gpt;
+use crate::layout::{human, Filesystem, Layout};
+use crate::manifest::{self, Manifest};
+use crate::plan;
+use crate::verify::{self, PartReport};
+use crate::vfat;
+use crate::xfs::{self, Fill};
+
+/// What to compose.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Layout file.
+    pub layout: PathBuf,
+    /// Content per partition label.
+    pub contents: Vec<(String, PathBuf)>,
+    /// Output path.
+    pub output: PathBuf,
+    /// Output format (by extension when `None`).
+    pub format: Option<Format>,
+    /// Owner mapping for walked content.
+    pub owners: Owners,
+    /// Timestamp given to every inode (seconds since the epoch).
+    pub mtime: i64,
+}
+
+/// What was composed.
+#[derive(Debug)]
+pub struct Summary {
+    /// Final output path.
+    pub output: PathBuf,
+    /// Format written.
+    pub format: Format,
+    /// Disk size.
+    pub disk_size: u64,
+    /// Verification results per XFS partition.
+    pub verified: Vec<PartReport>,
+    /// Bytes of file data written.
+    pub data_bytes: u64,
+    /// Seconds spent building filesystems, writing, verifying.
+    pub seconds: (f64, f64, f64),
+}
+
+/// One partition's finished filesystem, waiting to be written.
+enum Staged {
+    Xfs {
+        offset: u64,
+        built: xfs::Built,
+        content: Content,
+    },
+    Vfat {
+        offset: u64,
+        file: PathBuf,
+    },
+}
+
+/// Composes `req` into a verified image at `req.output`.
+pub fn compose(req: &Request) -> Result<Summary> {
+    let layout = Layout::load(&req.layout)?;
+    let format = req.format.unwrap_or_else(|| Format::from_path(&req.output));
+    let ss = layout.sector_size;
+
+    // Content sets, checked against the layout before anything is created.
+    let mut contents: BTreeMap<String, Content> = BTreeMap::new();
+    for (label, dir) in &req.contents {
+        let p = layout
+            .partition(label)
+            .with_context(|| format!("--content {label}={}", dir.display()))?;
+        if p.filesystem == Filesystem::None {
+            bail!(
+                "--content {label}={}: partition `{label}` has `filesystem = \"none\"` in {}",
+                dir.display(),
+                layout.source.display()
+            );
+        }
+        if contents.contains_key(label) {
+            bail!("--content {label}=...: given twice");
+        }
+        let c = Content::from_dir(dir, req.owners)?;
+        contents.insert(label.clone(), c);
+    }
+    for p in &layout.partitions {
+        let c = contents.entry(p.label.clone()).or_default();
+        match &p.filesystem {
+            Filesystem::Xfs(opts) => {
+                manifest::reserve(c).with_context(|| format!("partition `{}`", p.label))?;
+                plan::check_fits(&p.label, p.size(ss), opts, c)?;
+            }
+            Filesystem::Vfat => vfat::check(&p.label, p.size(ss), c)?,
+            Filesystem::None => {}
+        }
+    }
+
+    let out_dir = match req.output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let out_name = req
+        .output
+        .file_name()
+        .with_context(|| format!("{}: not a file path", req.output.display()))?
+        .to_string_lossy()
+        .to_string();
+    if req.output.is_dir() {
+        bail!("{}: is a directory", req.output.display());
+    }
+    let work = tempfile::Builder::new()
+        .prefix(&format!(".{out_name}.work-"))
+        .tempdir_in(&out_dir)
+        .with_context(|| format!("creating a work directory in {}", out_dir.display()))?;
+    cleanup::register(work.path());
+
+    // Filesystems.
+    let t0 = Instant::now();
+    let guids = gpt::Guids::for_layout(&layout);
+    let mut staged = Vec::new();
+    for p in &layout.partitions {
+        let content = contents.remove(&p.label).unwrap_or_default();
+        let uuid = p.fs_uuid.unwrap_or_else(Uuid::new_v4);
+        match &p.filesystem {
+            Filesystem::Xfs(opts) => {
+                let built = xfs::build(p, ss, opts, uuid, &content, req.mtime, work.path())?;
+                staged.push(Staged::Xfs {
+                    offset: p.offset(ss),
+                    built,
+                    content,
+                });
+            }
+            Filesystem::Vfat => {
+                let file = vfat::build(
+                    &p.label,
+                    p.size(ss),
+                    &p.fs_label,
+                    uuid,
+                    &content,
+                    work.path(),
+                )?;
+                staged.push(Staged::Vfat {
+                    offset: p.offset(ss),
+                    file,
+                });
+            }
+            Filesystem::None => {}
+        }
+    }
+    let t1 = Instant::now();
+
+    // The image, under a temporary name.
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{out_name}.partial-"))
+        .tempfile_in(&out_dir)
+        .with_context(|| format!("creating a temporary file in {}", out_dir.display()))?;
+    cleanup::register(tmp.path());
+    let mut data_bytes = 0;
+    {
+        let mut w = emit::create(tmp.path(), format, layout.disk_size)?;
+        for (off, bytes) in gpt::table_writes(&layout, &guids)? {
+            w.write_at(off, &bytes)?;
+        }
+        for s in &staged {
+            match s {
+                Staged::Xfs {
+                    offset,
+                    built,
+                    content,
+                } => {
+                    copy_ranges(&mut *w, &built.part_file, *offset, &built.metadata)?;
+                    data_bytes += fill_files(&mut *w, *offset, built, content)?;
+                }
+                Staged::Vfat { offset, file } => {
+                    let ranges = xfs::data_ranges(file)?;
+                    copy_ranges(&mut *w, file, *offset, &ranges)?;
+                }
+            }
+        }
+        w.finish()?;
+    }
+    drop(staged);
+    cleanup::forget(work.path());
+    drop(work);
+    let t2 = Instant::now();
+
+    // Verify what was written, then put it in place.
+    let (_, dev) = emit::open(tmp.path())?;
+    let require = layout
+        .partitions
+        .iter()
+        .find(|p| matches!(p.filesystem, Filesystem::Xfs(_)))
+        .map(|p| p.label.as_str());
+    let verified = verify::verify(&*dev, require).context("verifying the composed image")?;
+    drop(dev);
+    let t3 = Instant::now();
+    let tmp_path = tmp.path().to_path_buf();
+    tmp.persist(&req.output)
+        .map_err(|e| e.error)
+        .with_context(|| format!("renaming the verified image to {}", req.output.display()))?;
+    cleanup::forget(&tmp_path);
+    Ok(Summary {
+        output: req.output.clone(),
+        format,
+        disk_size: layout.disk_size,
+        verified,
+        data_bytes,
+        seconds: (
+            (t1 - t0).as_secs_f64(),
+            (t2 - t1).as_secs_f64(),
+            (t3 - t2).as_secs_f64(),
+        ),
+    })
+}
+
+/// Copies byte ranges of a partition file into the image at `offset`.
+fn copy_ranges(
+    w: &mut dyn ImageWriter,
+    file: &Path,
+    offset: u64,
+    ranges: &[(u64, u64)],
+) -> Result<()> {
+    let f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let mut buf = vec![0u8; CHUNK];
+    for &(start, len) in ranges {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(CHUNK as u64) as usize;
+            f.read_exact_at(&mut buf[..n], start + done)
+                .with_context(|| format!("reading {}", file.display()))?;
+            w.write_at(offset + start + done, &buf[..n])?;
+            done += n as u64;
+        }
+    }
+    Ok(())
+}
+
+/// Streams `source` bytes into the image through a file's runs.
+fn write_runs(
+    w: &mut dyn ImageWriter,
+    part_offset: u64,
+    fill: &Fill,
+    chunk: &[u8],
+    pos: &mut u64,
+) -> Result<()> {
+    let mut data = chunk;
+    while !data.is_empty() {
+        let run = fill
+            .runs
+            .iter()
+            .find(|r| r.file_offset <= *pos && *pos < r.file_offset + r.len)
+            .with_context(|| format!("{}: byte {} has no reserved extent", fill.path, *pos))?;
+        let within = *pos - run.file_offset;
+        let n = ((run.len - within) as usize).min(data.len());
+        w.write_at(part_offset + run.part_offset + within, &data[..n])?;
+        *pos += n as u64;
+        data = &data[n..];
+    }
+    Ok(())
+}
+
+/// Streams every file of an XFS partition into its extents, then writes the manifest.
+fn fill_files(
+    w: &mut dyn ImageWriter,
+    part_offset: u64,
+    built: &xfs::Built,
+    content: &Content,
+) -> Result<u64> {
+    let mut hashes: BTreeMap<String, String> = BTreeMap::new();
+    // Write in disk order so a raw image is written front to back.
+    let mut order: Vec<&Fill> = built
+        .fills
+        .values()
+        .filter(|f| f.path != manifest::PATH)
+        .collect();
+    order.sort_by_key(|f| f.runs.first().map_or(0, |r| r.part_offset));
+    let mut bytes = 0;
+    for fill in order {
+        let e = content
+            .get(&fill.path)
+            .with_context(|| format!("internal error: {} not in content", fill.path))?;
+        let src = e
+            .source
+            .as_ref()
+            .with_context(|| format!("internal error: {} has no source", fill.path))?;
+        let mut h = Sha256::new();
+        let mut pos = 0u64;
+        src.stream(fill.size, &mut |c| {
+            h.update(c);
+            write_runs(w, part_offset, fill, c, &mut pos)
+        })
+        .with_context(|| format!("writing {}", fill.path))?;
+        hashes.insert(fill.path.clone(), hex::encode(h.finalize()));
+        bytes += fill.size;
+    }
+    for e in content
+        .entries()
+        .filter(|e| e.size == 0 && !manifest::is_own(&e.path))
+    {
+        hashes.insert(e.path.clone(), hex::encode(Sha256::digest(b"")));
+    }
+    let m = Manifest::of(content, |p| {
+        hashes
+            .get(p)
+            .cloned()
+            .with_context(|| format!("internal error: {p} was not hashed"))
+    })?;
+    let mbytes = m.to_bytes()?;
+    let fill = built
+        .fills
+        .get(manifest::PATH)
+        .context("internal error: the manifest has no extents")?;
+    if mbytes.len() as u64 != fill.size {
+        bail!(
+            "internal error: manifest is {} bytes, {} were reserved",
+            mbytes.len(),
+            fill.size
+        );
+    }
+    let mut pos = 0;
+    write_runs(w, part_offset, fill, &mbytes, &mut pos)?;
+    Ok(bytes + fill.size)
+}
+
+/// One line for people about a finished composition.
+pub fn describe(s: &Summary) -> String {
+    let parts: Vec<String> = s
+        .verified
+        .iter()
+        .map(|p| {
+            format!(
+                "`{}`: {} entries, {} files, {} verified",
+                p.label,
+                p.entries,
+                p.files,
+                human(p.bytes)
+            )
+        })
+        .collect();
+    format!(
+        "{} ({}, {} disk): {}; {} of file data; filesystems {:.1}s, write {:.1}s, verify {:.1}s",
+        s.output.display(),
+        s.format.name(),
+        human(s.disk_size),
+        parts.join("; "),
+        human(s.data_bytes),
+        s.seconds.0,
+        s.seconds.1,
+        s.seconds.2
+    )
+}

@@ -1,0 +1,186 @@
+//! Emit: writing the disk image, raw or qcow2, and opening one again for reading.
+//!
+//! Both formats are written through [`ImageWriter::write_at`]; nothing is ever written twice and
+//! there is no whole-disk intermediate. A raw image is a sparse file of the disk's size: only the
+//! ranges written (partition table, filesystem metadata, file data) take space, so holes stay
+//! holes. A qcow2 image is created natively with imago (no `qemu-img convert`), allocating only the
+//! clusters written. [`open`] reads either format back through [`ReadAt`] for verification.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use imago::file::File as ImagoFile;
+use imago::qcow2::Qcow2;
+use imago::{
+    DenyImplicitOpenGate, FormatAccess, FormatCreateBuilder, FormatDriverBuilder, Storage,
+};
+use imago::{StorageCreateOptions, StorageOpenOptions};
+
+use crate::diskio::ReadAt;
+
+/// Output image format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Sparse raw disk image (dd / bmaptool).
+    Raw,
+    /// qcow2 (libvirt / kcli VMs).
+    Qcow2,
+}
+
+impl Format {
+    /// The format an output path's extension names (`.qcow2` → qcow2, otherwise raw).
+    pub fn from_path(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("qcow2") => Format::Qcow2,
+            _ => Format::Raw,
+        }
+    }
+    /// Name as used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+        }
+    }
+}
+
+/// Writes byte ranges into a new disk image.
+pub trait ImageWriter {
+    /// Writes `data` at disk offset `offset`.
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()>;
+    /// Flushes everything to stable storage.
+    fn finish(&mut self) -> Result<()>;
+}
+
+/// A sparse raw image.
+pub struct RawWriter {
+    file: File,
+    size: u64,
+}
+
+impl RawWriter {
+    /// Creates (truncates) `path` as a sparse file of `size` bytes.
+    pub fn create(path: &Path, size: u64) -> Result<RawWriter> {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        file.set_len(size)
+            .with_context(|| format!("sizing {} to {size} bytes", path.display()))?;
+        Ok(RawWriter { file, size })
+    }
+}
+
+impl ImageWriter for RawWriter {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        if offset + data.len() as u64 > self.size {
+            bail!(
+                "internal error: write of {} bytes at {offset} beyond the disk end {}",
+                data.len(),
+                self.size
+            );
+        }
+        self.file
+            .write_all_at(data, offset)
+            .with_context(|| format!("writing the image at offset {offset}"))
+    }
+    fn finish(&mut self) -> Result<()> {
+        self.file.sync_all().context("syncing the image")
+    }
+}
+
+/// A qcow2 image written natively with imago.
+pub struct Qcow2Writer {
+    img: FormatAccess<ImagoFile>,
+}
+
+impl Qcow2Writer {
+    /// Creates (truncates) `path` as an empty qcow2 image of virtual size `size`.
+    pub fn create(path: &Path, size: u64) -> Result<Qcow2Writer> {
+        let storage = ImagoFile::create_open(
+            StorageCreateOptions::new()
+                .filename(path)
+                .size(0)
+                .overwrite(true),
+        )
+        .with_context(|| format!("creating {}", path.display()))?;
+        let q = Qcow2::<ImagoFile>::create_builder(storage)
+            .size(size)
+            .create_open(DenyImplicitOpenGate::default(), |s| {
+                Ok(Qcow2::builder(s).write(true))
+            })
+            .with_context(|| format!("formatting {} as qcow2", path.display()))?;
+        Ok(Qcow2Writer {
+            img: FormatAccess::new(q),
+        })
+    }
+}
+
+impl ImageWriter for Qcow2Writer {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.img
+            .write(data, offset)
+            .with_context(|| format!("writing the qcow2 image at offset {offset}"))
+    }
+    fn finish(&mut self) -> Result<()> {
+        self.img.flush().context("flushing the qcow2 image")?;
+        self.img.sync().context("syncing the qcow2 image")
+    }
+}
+
+/// Creates a writer for `format` at `path`.
+pub fn create(path: &Path, format: Format, size: u64) -> Result<Box<dyn ImageWriter>> {
+    Ok(match format {
+        Format::Raw => Box::new(RawWriter::create(path, size)?),
+        Format::Qcow2 => Box::new(Qcow2Writer::create(path, size)?),
+    })
+}
+
+/// A qcow2 image opened read-only.
+pub struct Qcow2Reader {
+    img: FormatAccess<ImagoFile>,
+}
+
+impl ReadAt for Qcow2Reader {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        if offset + buf.len() as u64 > self.img.size() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read beyond the end of the qcow2 image",
+            ));
+        }
+        self.img.read(buf, offset)
+    }
+    fn size(&self) -> u64 {
+        self.img.size()
+    }
+}
+
+/// Opens a raw or qcow2 image (told apart by the qcow2 magic) for reading.
+pub fn open(path: &Path) -> Result<(Format, Box<dyn ReadAt>)> {
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut magic = [0u8; 4];
+    let is_qcow2 = f.read_exact_at(&mut magic, 0).is_ok() && magic == *b"QFI\xfb";
+    if !is_qcow2 {
+        return Ok((Format::Raw, Box::new(f)));
+    }
+    drop(f);
+    let storage = ImagoFile::open(StorageOpenOptions::new().filename(path).write(false))
+        .with_context(|| format!("opening {}", path.display()))?;
+    let q = Qcow2::<ImagoFile>::builder(storage)
+        .write(false)
+        .open(DenyImplicitOpenGate::default())
+        .with_context(|| format!("opening {} as qcow2", path.display()))?;
+    Ok((
+        Format::Qcow2,
+        Box::new(Qcow2Reader {
+            img: FormatAccess::new(q),
+        }),
+    ))
+}

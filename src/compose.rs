@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -190,6 +190,9 @@ pub fn compose(req: &Request) -> Result<Summary> {
                     content,
                 } => {
                     copy_ranges(&mut *w, &built.part_file, *offset, &built.metadata)?;
+                    for &(at, len) in &built.zeros {
+                        w.write_zeroes(offset + at, len)?;
+                    }
                     data_bytes += fill_files(&mut *w, *offset, built, content)?;
                 }
                 Staged::Vfat { offset, file } => {
@@ -216,6 +219,12 @@ pub fn compose(req: &Request) -> Result<Summary> {
     drop(dev);
     let t3 = Instant::now();
     let tmp_path = tmp.path().to_path_buf();
+    // Temporary files are created 0600; the image gets the usual 0666 less the umask.
+    let umask = rustix::process::umask(rustix::fs::Mode::empty());
+    rustix::process::umask(umask);
+    let mode = 0o666 & !umask.bits();
+    std::fs::set_permissions(&tmp_path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", tmp_path.display()))?;
     tmp.persist(&req.output)
         .map_err(|e| e.error)
         .with_context(|| format!("renaming the verified image to {}", req.output.display()))?;

@@ -51,6 +51,9 @@ impl Format {
 pub trait ImageWriter {
     /// Writes `data` at disk offset `offset`.
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()>;
+    /// Makes `[offset, offset + len)` read as zeros, allocated (not a hole) where the format
+    /// would otherwise leave a flashed disk's old bytes there.
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<()>;
     /// Flushes everything to stable storage.
     fn finish(&mut self) -> Result<()>;
 }
@@ -90,6 +93,17 @@ impl ImageWriter for RawWriter {
             .write_all_at(data, offset)
             .with_context(|| format!("writing the image at offset {offset}"))
     }
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<()> {
+        // Real zero bytes: a hole would not be written by bmaptool or `dd conv=sparse`.
+        let zeros = vec![0u8; (len.min(4 << 20)) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(zeros.len() as u64) as usize;
+            self.write_at(offset + done, &zeros[..n])?;
+            done += n as u64;
+        }
+        Ok(())
+    }
     fn finish(&mut self) -> Result<()> {
         self.file.sync_all().context("syncing the image")
     }
@@ -127,6 +141,12 @@ impl ImageWriter for Qcow2Writer {
         self.img
             .write(data, offset)
             .with_context(|| format!("writing the qcow2 image at offset {offset}"))
+    }
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<()> {
+        // qcow2 zero clusters: read as zeros everywhere, take no space.
+        self.img
+            .write_zeroes(offset, len)
+            .with_context(|| format!("zeroing the qcow2 image at offset {offset}"))
     }
     fn finish(&mut self) -> Result<()> {
         self.img.flush().context("flushing the qcow2 image")?;

@@ -56,10 +56,11 @@ pub struct Fill {
 pub struct Built {
     /// The sparse partition-sized file mkfs.xfs made, with finished metadata.
     pub part_file: PathBuf,
-    /// Byte ranges of `part_file` to copy into the image: everything mkfs.xfs wrote, and the whole
-    /// log, which mkfs.xfs zeroes with a hole-punching call but which must read as zeros on a disk
-    /// that held other data before.
+    /// Byte ranges of `part_file` to copy into the image: everything mkfs.xfs wrote.
     pub metadata: Vec<(u64, u64)>,
+    /// Byte ranges that must be written as zeros: the parts of the log mkfs.xfs zeroed by punching
+    /// holes, which would otherwise keep a used disk's old bytes when a sparse image is flashed.
+    pub zeros: Vec<(u64, u64)>,
     /// Regular files with data, keyed by content path.
     pub fills: BTreeMap<String, Fill>,
 }
@@ -184,6 +185,25 @@ fn merge(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
             Some((ps, pl)) if *ps + *pl >= s => *pl = (*pl).max(s + l - *ps),
             _ => out.push((s, l)),
         }
+    }
+    out
+}
+
+/// The parts of `range` not covered by the sorted, disjoint `covered` ranges.
+fn subtract(range: (u64, u64), covered: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let (mut at, end) = (range.0, range.0 + range.1);
+    let mut out = Vec::new();
+    for &(s, l) in covered {
+        if s + l <= at || s >= end {
+            continue;
+        }
+        if s > at {
+            out.push((at, s - at));
+        }
+        at = at.max(s + l);
+    }
+    if at < end {
+        out.push((at, end - at));
     }
     out
 }
@@ -431,14 +451,30 @@ pub fn build(
             .with_context(|| format!("finishing the extent btree of inode {ino}"))?;
         }
     }
+    // The realtime bitmap and summary inodes exist even without a realtime device; they only get
+    // the same timestamps, so that a fixed SOURCE_DATE_EPOCH gives byte-identical filesystems.
+    let mut raw_sb = [0u8; 80];
+    f.read_exact_at(&mut raw_sb, 0).context("reading the superblock")?;
+    for at in [64, 72] {
+        let ino = be64(&raw_sb, at);
+        let ino_at = sb.ino_to_byte(ino);
+        patch(&f, ino_at, INODE, ino_at + INODE_CRC_OFFSET as u64, |b| {
+            let t = timestamp(mtime, be64(b, core::FLAGS2) & core::DIFLAG2_BIGTIME != 0);
+            for at in [core::ATIME, core::MTIME, core::CTIME, core::CRTIME] {
+                b[at..at + 8].copy_from_slice(&t);
+            }
+            Ok(())
+        })
+        .with_context(|| format!("setting the timestamps of inode {ino}"))?;
+    }
     f.sync_all().context("syncing the partition file")?;
     let (log_at, log_len) = sb.log_byte_range();
-    let mut metadata = data_ranges(&part_file)?;
-    metadata.push((log_at, log_len));
-    let metadata = merge(metadata);
+    let metadata = merge(data_ranges(&part_file)?);
+    let zeros = subtract((log_at, log_len), &metadata);
     Ok(Built {
         part_file,
         metadata,
+        zeros,
         fills,
     })
 }
@@ -542,6 +578,12 @@ mod tests {
             timestamp(0, true),
             ((1u64 << 31) * 1_000_000_000).to_be_bytes()
         );
+    }
+
+    #[test]
+    fn subtracts_ranges() {
+        assert_eq!(subtract((10, 20), &[(0, 12), (15, 2), (25, 100)]), vec![(12, 3), (17, 8)]);
+        assert_eq!(subtract((10, 5), &[]), vec![(10, 5)]);
     }
 
     #[test]

@@ -79,13 +79,9 @@ enum Staged {
     },
 }
 
-/// Composes `req` into a verified image at `req.output`.
+/// Composes `req` (content directories) into a verified image at `output`.
 pub fn compose(req: &Request) -> Result<Summary> {
     let layout = Layout::load(&req.layout)?;
-    let format = req.format.unwrap_or_else(|| Format::from_path(&req.output));
-    let ss = layout.sector_size;
-
-    // Content sets, checked against the layout before anything is created.
     let mut contents: BTreeMap<String, Content> = BTreeMap::new();
     for (label, dir) in &req.contents {
         let p = layout
@@ -104,6 +100,24 @@ pub fn compose(req: &Request) -> Result<Summary> {
         let c = Content::from_dir(dir, req.owners)?;
         contents.insert(label.clone(), c);
     }
+    let format = req.format.unwrap_or_else(|| Format::from_path(&req.output));
+    compose_contents(&layout, contents, &req.output, format, req.mtime)
+}
+
+/// Composes content sets (by partition label) into a verified image at `output`: the entry
+/// point for stages that build [`Content`] from other sources than a directory.
+pub fn compose_contents(
+    layout: &Layout,
+    mut contents: BTreeMap<String, Content>,
+    output: &Path,
+    format: Format,
+    mtime: i64,
+) -> Result<Summary> {
+    let ss = layout.sector_size;
+    for label in contents.keys() {
+        layout.partition(label)?;
+    }
+    // Checked against the layout before anything is created.
     for p in &layout.partitions {
         let c = contents.entry(p.label.clone()).or_default();
         match &p.filesystem {
@@ -116,18 +130,17 @@ pub fn compose(req: &Request) -> Result<Summary> {
         }
     }
 
-    let out_dir = match req.output.parent() {
+    let out_dir = match output.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let out_name = req
-        .output
+    let out_name = output
         .file_name()
-        .with_context(|| format!("{}: not a file path", req.output.display()))?
+        .with_context(|| format!("{}: not a file path", output.display()))?
         .to_string_lossy()
         .to_string();
-    if req.output.is_dir() {
-        bail!("{}: is a directory", req.output.display());
+    if output.is_dir() {
+        bail!("{}: is a directory", output.display());
     }
     let work = tempfile::Builder::new()
         .prefix(&format!(".{out_name}.work-"))
@@ -137,14 +150,14 @@ pub fn compose(req: &Request) -> Result<Summary> {
 
     // Filesystems.
     let t0 = Instant::now();
-    let guids = gpt::Guids::for_layout(&layout);
+    let guids = gpt::Guids::for_layout(layout);
     let mut staged = Vec::new();
     for p in &layout.partitions {
         let content = contents.remove(&p.label).unwrap_or_default();
         let uuid = p.fs_uuid.unwrap_or_else(Uuid::new_v4);
         match &p.filesystem {
             Filesystem::Xfs(opts) => {
-                let built = xfs::build(p, ss, opts, uuid, &content, req.mtime, work.path())?;
+                let built = xfs::build(p, ss, opts, uuid, &content, mtime, work.path())?;
                 staged.push(Staged::Xfs {
                     offset: p.offset(ss),
                     built,
@@ -179,7 +192,7 @@ pub fn compose(req: &Request) -> Result<Summary> {
     let mut data_bytes = 0;
     {
         let mut w = emit::create(tmp.path(), format, layout.disk_size)?;
-        for (off, bytes) in gpt::table_writes(&layout, &guids)? {
+        for (off, bytes) in gpt::table_writes(layout, &guids)? {
             w.write_at(off, &bytes)?;
         }
         for s in &staged {
@@ -225,12 +238,12 @@ pub fn compose(req: &Request) -> Result<Summary> {
     let mode = 0o666 & !umask.bits();
     std::fs::set_permissions(&tmp_path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("setting the mode of {}", tmp_path.display()))?;
-    tmp.persist(&req.output)
+    tmp.persist(&output)
         .map_err(|e| e.error)
-        .with_context(|| format!("renaming the verified image to {}", req.output.display()))?;
+        .with_context(|| format!("renaming the verified image to {}", output.display()))?;
     cleanup::forget(&tmp_path);
     Ok(Summary {
-        output: req.output.clone(),
+        output: output.to_path_buf(),
         format,
         disk_size: layout.disk_size,
         verified,

@@ -402,3 +402,82 @@ impl Content {
         Ok(c)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(src: &Source, size: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        src.stream(size, &mut |c| {
+            out.extend_from_slice(c);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn sources_stream_exactly_their_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"0123456789").unwrap();
+        assert_eq!(
+            collect(&Source::File(p.clone()), 10).unwrap(),
+            b"0123456789"
+        );
+        let range = Source::Range {
+            path: p.clone(),
+            offset: 3,
+        };
+        assert_eq!(collect(&range, 4).unwrap(), b"3456");
+        let gen = Source::Generated(Arc::new(|sink: &mut dyn FnMut(&[u8]) -> Result<()>| {
+            sink(b"ab")?;
+            sink(b"cd")
+        }));
+        assert_eq!(collect(&gen, 4).unwrap(), b"abcd");
+        assert!(collect(&gen, 5)
+            .unwrap_err()
+            .to_string()
+            .contains("wrote 4 bytes, 5"));
+        assert!(collect(&gen, 3)
+            .unwrap_err()
+            .to_string()
+            .contains("more than"));
+        // A file that changed size since it was listed is an error, never a silent short file.
+        assert!(collect(&Source::File(p.clone()), 12)
+            .unwrap_err()
+            .to_string()
+            .contains("shrank"));
+        assert!(collect(&Source::File(p), 8)
+            .unwrap_err()
+            .to_string()
+            .contains("grew"));
+    }
+
+    #[test]
+    fn add_creates_parents_and_refuses_duplicates() {
+        let mut c = Content::new();
+        c.add(Entry::file(
+            "a/b/c.txt",
+            0o644,
+            0,
+            Source::Bytes(Default::default()),
+        ))
+        .unwrap();
+        assert_eq!(c.get("a").map(|e| &e.kind), Some(&Kind::Dir));
+        assert_eq!(c.get("a/b").map(|e| &e.kind), Some(&Kind::Dir));
+        assert!(c.add(Entry::dir("a/b/c.txt", 0o755)).is_err());
+        assert!(c
+            .add(Entry::file(
+                "a/b/c.txt/d",
+                0o644,
+                0,
+                Source::Bytes(Default::default())
+            ))
+            .is_err());
+        assert!(c.add(Entry::dir("../x", 0o755)).is_err());
+        assert!(c.add(Entry::dir(&"n".repeat(256), 0o755)).is_err());
+        let paths: Vec<&str> = c.entries().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["a", "a/b", "a/b/c.txt"]);
+    }
+}

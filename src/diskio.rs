@@ -7,7 +7,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 /// Reads exact byte ranges at absolute offsets. Reads past the end of the device are errors.
-pub trait ReadAt {
+pub trait ReadAt: Sync {
     /// Fill `buf` from `offset`; short reads are errors.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Size of the device in bytes.

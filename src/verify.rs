@@ -8,6 +8,7 @@
 //! the node). Entries missing from either side are errors.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -76,6 +77,53 @@ fn kind_name(k: &FileKind) -> &'static str {
     }
 }
 
+/// Reads and hashes files on all cores, checking each against its expected sha256.
+fn hash_all<R: ReadAt + Sync>(fs: &Xfs<R>, jobs: &[(&str, u64, String)]) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((path, ino, want)) = jobs.get(i) else {
+                            return Ok(());
+                        };
+                        let mut h = Sha256::new();
+                        fs.read_file(*ino, &mut |c| {
+                            h.update(c);
+                            Ok(())
+                        })
+                        .with_context(|| format!("{path}: reading the file"))?;
+                        let got = hex::encode(h.finalize());
+                        if &got != want {
+                            // Stop the others early: the image is bad.
+                            next.store(jobs.len(), Ordering::Relaxed);
+                            bail!("{path}: sha256 {got}, the manifest says {want}");
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut first_err = None;
+        for w in workers {
+            match w.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_err.get_or_insert(anyhow::anyhow!("a verification thread panicked"));
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    })
+}
+
 /// Verifies one XFS filesystem against its manifest.
 pub fn verify_xfs(dev: &dyn ReadAt) -> Result<PartReport> {
     let fs = Xfs::open(dev).context("reading the XFS superblock")?;
@@ -104,6 +152,7 @@ pub fn verify_xfs(dev: &dyn ReadAt) -> Result<PartReport> {
         files: 0,
         bytes: 0,
     };
+    let mut jobs: Vec<(&str, u64, String)> = Vec::new();
     for (path, &ino) in &by_path {
         if manifest::is_own(path) {
             continue;
@@ -148,19 +197,11 @@ pub fn verify_xfs(dev: &dyn ReadAt) -> Result<PartReport> {
                         x.file_block
                     );
                 }
-                let mut h = Sha256::new();
-                fs.read_file(ino, &mut |c| {
-                    h.update(c);
-                    Ok(())
-                })
-                .with_context(|| format!("{path}: reading the file"))?;
-                let got = hex::encode(h.finalize());
-                if Some(&got) != rec.sha256.as_ref() {
-                    bail!(
-                        "{path}: sha256 {got}, the manifest says {}",
-                        rec.sha256.as_deref().unwrap_or("nothing")
-                    );
-                }
+                let sha = rec
+                    .sha256
+                    .clone()
+                    .with_context(|| format!("{path}: manifest has no sha256"))?;
+                jobs.push((path.as_str(), ino, sha));
                 report.files += 1;
                 report.bytes += size;
             }
@@ -186,5 +227,6 @@ pub fn verify_xfs(dev: &dyn ReadAt) -> Result<PartReport> {
             bail!("{}: in the manifest but not in the filesystem", r.path);
         }
     }
+    hash_all(&fs, &jobs)?;
     Ok(report)
 }

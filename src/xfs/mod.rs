@@ -454,7 +454,8 @@ pub fn build(
     // The realtime bitmap and summary inodes exist even without a realtime device; they only get
     // the same timestamps, so that a fixed SOURCE_DATE_EPOCH gives byte-identical filesystems.
     let mut raw_sb = [0u8; 80];
-    f.read_exact_at(&mut raw_sb, 0).context("reading the superblock")?;
+    f.read_exact_at(&mut raw_sb, 0)
+        .context("reading the superblock")?;
     for at in [64, 72] {
         let ino = be64(&raw_sb, at);
         let ino_at = sb.ino_to_byte(ino);
@@ -582,7 +583,10 @@ mod tests {
 
     #[test]
     fn subtracts_ranges() {
-        assert_eq!(subtract((10, 20), &[(0, 12), (15, 2), (25, 100)]), vec![(12, 3), (17, 8)]);
+        assert_eq!(
+            subtract((10, 20), &[(0, 12), (15, 2), (25, 100)]),
+            vec![(12, 3), (17, 8)]
+        );
         assert_eq!(subtract((10, 5), &[]), vec![(10, 5)]);
     }
 

@@ -238,7 +238,7 @@ pub fn compose_contents(
     let mode = 0o666 & !umask.bits();
     std::fs::set_permissions(&tmp_path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("setting the mode of {}", tmp_path.display()))?;
-    tmp.persist(&output)
+    tmp.persist(output)
         .map_err(|e| e.error)
         .with_context(|| format!("renaming the verified image to {}", output.display()))?;
     cleanup::forget(&tmp_path);

@@ -476,7 +476,7 @@ mod tests {
             ))
             .is_err());
         assert!(c.add(Entry::dir("../x", 0o755)).is_err());
-        assert!(c.add(Entry::dir(&"n".repeat(256), 0o755)).is_err());
+        assert!(c.add(Entry::dir("n".repeat(256), 0o755)).is_err());
         let paths: Vec<&str> = c.entries().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["a", "a/b", "a/b/c.txt"]);
     }

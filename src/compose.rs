@@ -209,7 +209,7 @@ pub fn compose_contents(
                     data_bytes += fill_files(&mut *w, *offset, built, content)?;
                 }
                 Staged::Vfat { offset, file } => {
-                    let ranges = xfs::data_ranges(file)?;
+                    let ranges = crate::diskio::data_ranges(file)?;
                     copy_ranges(&mut *w, file, *offset, &ranges)?;
                 }
             }

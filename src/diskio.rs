@@ -1,10 +1,13 @@
 //! Positioned I/O over disk images: the small `ReadAt` abstraction that lets the filesystem
 //! reader and `verify` work the same way on a sparse partition file, a raw disk image (through a
-//! partition-offset view) and a qcow2 image.
+//! partition-offset view) and a qcow2 image; and the data ranges of sparse files.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use anyhow::{Context, Result};
 
 /// Reads exact byte ranges at absolute offsets. Reads past the end of the device are errors.
 pub trait ReadAt: Sync {
@@ -67,4 +70,28 @@ impl<R: ReadAt> ReadAt for Window<R> {
     fn size(&self) -> u64 {
         self.len
     }
+}
+
+/// Data ranges of a sparse file (SEEK_DATA/SEEK_HOLE).
+pub fn data_ranges(path: &Path) -> Result<Vec<(u64, u64)>> {
+    use rustix::fs::{seek, SeekFrom};
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let size = f
+        .metadata()
+        .with_context(|| format!("stat {}", path.display()))?
+        .len();
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    while pos < size {
+        let start = match seek(&f, SeekFrom::Data(pos)) {
+            Ok(s) => s,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(e).with_context(|| format!("SEEK_DATA in {}", path.display())),
+        };
+        let end = seek(&f, SeekFrom::Hole(start))
+            .with_context(|| format!("SEEK_HOLE in {}", path.display()))?;
+        out.push((start, end - start));
+        pos = end;
+    }
+    Ok(out)
 }

@@ -47,8 +47,7 @@ impl Needs {
 pub fn needs(content: &Content) -> Needs {
     let mut n = Needs::default();
     let mut inodes = 1u64; // the root directory
-    for (dir, kids) in content.children() {
-        let _ = dir;
+    for kids in content.children().values() {
         let bytes: u64 = kids
             .iter()
             .map(|e| dirent_bytes(e.name().len() as u64))

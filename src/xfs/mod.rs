@@ -152,30 +152,6 @@ fn mkfs(
     Ok(())
 }
 
-/// Data ranges of a sparse file (SEEK_DATA/SEEK_HOLE).
-pub fn data_ranges(path: &Path) -> Result<Vec<(u64, u64)>> {
-    use rustix::fs::{seek, SeekFrom};
-    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let size = f
-        .metadata()
-        .with_context(|| format!("stat {}", path.display()))?
-        .len();
-    let mut out = Vec::new();
-    let mut pos = 0u64;
-    while pos < size {
-        let start = match seek(&f, SeekFrom::Data(pos)) {
-            Ok(s) => s,
-            Err(rustix::io::Errno::NXIO) => break,
-            Err(e) => return Err(e).with_context(|| format!("SEEK_DATA in {}", path.display())),
-        };
-        let end = seek(&f, SeekFrom::Hole(start))
-            .with_context(|| format!("SEEK_HOLE in {}", path.display()))?;
-        out.push((start, end - start));
-        pos = end;
-    }
-    Ok(out)
-}
-
 /// Sorts and merges overlapping or touching ranges.
 fn merge(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     v.sort_unstable();
@@ -470,7 +446,7 @@ pub fn build(
     }
     f.sync_all().context("syncing the partition file")?;
     let (log_at, log_len) = sb.log_byte_range();
-    let metadata = merge(data_ranges(&part_file)?);
+    let metadata = merge(crate::diskio::data_ranges(&part_file)?);
     let zeros = subtract((log_at, log_len), &metadata);
     Ok(Built {
         part_file,

@@ -57,6 +57,9 @@ impl fmt::Display for ByteSize {
 /// Parses `"512"`, `"64MiB"`, `"1.5 GiB"`, `"480GB"`, `"4k"` into bytes.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
+    if t.starts_with('-') {
+        return Err(format!("size must not be negative, got `{s}`"));
+    }
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
@@ -653,6 +656,7 @@ mod tests {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("GiB").is_err());
+        assert!(parse_size("-5MiB").unwrap_err().contains("negative"));
     }
 
     #[test]

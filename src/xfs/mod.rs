@@ -314,14 +314,30 @@ pub fn build(
         by_path.insert(path.as_str(), (w.ino, w.name_loc));
     }
 
-    // Real names over the stand-ins (same length and hash: only bytes and checksums change).
-    for path in proto.renamed.keys() {
+    // Real names over the stand-ins (same length: only bytes and checksums change; one-byte
+    // names also get their hash index entry corrected, which keeps its place in the order).
+    for (path, stand_in) in &proto.renamed {
         let (_, loc) = &by_path[path.as_str()];
         let e = content
             .get(path)
             .context("internal error: renamed entry not in content")?;
-        patch_bytes(&f, loc, e.name().as_bytes()).with_context(|| format!("naming {path}"))?;
+        let real = e.name().as_bytes();
+        patch_bytes(&f, loc, real).with_context(|| format!("naming {path}"))?;
+        let (old, new) = (ondisk::da_hashname(stand_in), ondisk::da_hashname(real));
+        if old != new {
+            let dir_ino = match e.parent() {
+                "" => sb.root_ino,
+                p => {
+                    by_path
+                        .get(p)
+                        .context("internal error: parent not created")?
+                        .0
+                }
+            };
+            fix_leaf_hash(&fs, &f, dir_ino, old, new).with_context(|| format!("naming {path}"))?;
+        }
     }
+
     // Symlinks: mkfs.xfs (6.1 at least) writes remote targets without the v5 block header, so
     // remote symlink blocks are rewritten whole; inline stand-in targets get their real bytes.
     for e in content.entries() {
@@ -454,6 +470,85 @@ pub fn build(
         zeros,
         fills,
     })
+}
+
+/// Replaces hash `old` by `new` in the hash index of directory `dir_ino` (block, leaf and node
+/// forms; short-form directories have none). The caller guarantees that no other entry hashes
+/// between the two, so the index stays sorted; in a node-form directory the entry must not be the
+/// last of its leaf block, whose hash is also a key in the node above.
+fn fix_leaf_hash<R: crate::diskio::ReadAt>(
+    fs: &Xfs<R>,
+    f: &File,
+    dir_ino: u64,
+    old: u32,
+    new: u32,
+) -> Result<()> {
+    use ondisk::DirForm;
+    const DIR_LEAF_OFFSET: u64 = 32 << 30;
+    let form = fs.dir_form(dir_ino)?;
+    if form == DirForm::Shortform {
+        return Ok(());
+    }
+    let sb = fs.sb();
+    let dbs = u64::from(sb.dir_block_size);
+    let info = fs.inode(dir_ino)?;
+    let map = |lb: u64| -> Result<u64> {
+        let x = info
+            .extents
+            .iter()
+            .find(|x| x.file_block <= lb && lb < x.file_block + x.blocks)
+            .context("directory block not mapped")?;
+        Ok(sb.fsb_to_byte(x.start_fsb + (lb - x.file_block)))
+    };
+    // (byte of the block, offset of the first entry, entry count) of every hash index block.
+    let mut blocks: Vec<(u64, usize, usize)> = Vec::new();
+    let mut buf = vec![0u8; dbs as usize];
+    if form == DirForm::Block {
+        let at = map(0)?;
+        f.read_exact_at(&mut buf, at)
+            .context("reading the directory block")?;
+        let n = buf.len();
+        let count = u32::from_be_bytes([buf[n - 8], buf[n - 7], buf[n - 6], buf[n - 5]]) as usize;
+        let first = n
+            .checked_sub(8 + count * 8)
+            .context("bad directory block tail")?;
+        blocks.push((at, first, count));
+    } else {
+        let per = 1u64 << sb.dirblklog;
+        let leaf_lb = DIR_LEAF_OFFSET >> sb.blocklog;
+        for x in &info.extents {
+            let mut lb = x.file_block.max(leaf_lb);
+            while lb < (x.file_block + x.blocks).min(2 * leaf_lb) {
+                let at = map(lb)?;
+                lb += per;
+                f.read_exact_at(&mut buf, at)
+                    .context("reading a directory leaf block")?;
+                if matches!(be16(&buf, 8), 0x3df1 | 0x3dff) {
+                    blocks.push((at, 64, be16(&buf, 56) as usize));
+                }
+            }
+        }
+    }
+    for (at, first, count) in blocks {
+        f.read_exact_at(&mut buf, at)
+            .context("reading a directory hash block")?;
+        let hit = (0..count).find(|&i| {
+            let e = first + i * 8;
+            buf.get(e..e + 8)
+                .is_some_and(|b| b[..4] == old.to_be_bytes() && b[4..] != [0; 4])
+        });
+        let Some(i) = hit else { continue };
+        if form == DirForm::Node && i + 1 == count {
+            bail!("the name is the last of its hash block in a node-format directory; rename it or add it to a smaller directory");
+        }
+        let crc_at = if form == DirForm::Block { 4 } else { 12 };
+        return patch(f, at, dbs, at + crc_at, |b| {
+            let e = first + i * 8;
+            b[e..e + 4].copy_from_slice(&new.to_be_bytes());
+            Ok(())
+        });
+    }
+    bail!("hash {old:#x} not found in the directory's hash index")
 }
 
 /// Writes a remote symlink block as the kernel would: the v5 `XSLM` header (magic, byte count,

@@ -8,6 +8,9 @@
 //! mkfs, overwriting the stand-in's bytes with the real name (and the checksum of the block or
 //! inode holding it) yields the filesystem mkfs would have made for the real name. The hash is
 //! linear over GF(2) in the name's bits, so stand-ins are found by Gaussian elimination.
+//! A one-byte name (`$`, a space) hashes to its own byte, so no other one-byte name shares its
+//! hash: its stand-in is the nearest free byte with no other name hashing in between, and the
+//! directory's hash index entry is corrected after mkfs without changing its order.
 //! Symlink targets are not hashed: their stand-in only replaces the unwritable bytes.
 //!
 //! Regular files are *reserved* entries (`r`, size only): mkfs.xfs never copies file data
@@ -54,14 +57,38 @@ fn column(len: usize, pos: usize, bit: u32) -> u32 {
     da_hashname(&v)
 }
 
-/// Finds a stand-in for `name` (same length, same XFS hash, writable, not in `taken`).
-pub fn stand_in(name: &[u8], taken: &HashSet<Vec<u8>>) -> Result<Vec<u8>> {
+/// A stand-in for a one-byte name, whose hash is the byte itself, so no other name shares it:
+/// the nearest writable, free byte such that no other name of the directory hashes between the
+/// two. The directory's hash index then keeps its order when the hash is corrected after mkfs.
+fn one_byte_stand_in(name: u8, taken: &HashSet<Vec<u8>>, hashes: &[u32]) -> Result<Vec<u8>> {
+    let b = i32::from(name);
+    for d in 1..256 {
+        for c in [b - d, b + d] {
+            let Ok(c) = u8::try_from(c) else { continue };
+            let (lo, hi) = (u32::from(c.min(name)), u32::from(c.max(name)));
+            if is_writable(&[c])
+                && !taken.contains(&vec![c])
+                && !hashes.iter().any(|&h| (lo..=hi).contains(&h))
+            {
+                return Ok(vec![c]);
+            }
+        }
+    }
+    bail!(
+        "no stand-in found for the one-byte name {:?}",
+        char::from(name)
+    )
+}
+
+/// Finds a stand-in for `name`: same length, writable, not in `taken`, and for names of two or
+/// more bytes the same XFS hash. `hashes` are the hashes of the directory's other names.
+pub fn stand_in(name: &[u8], taken: &HashSet<Vec<u8>>, hashes: &[u32]) -> Result<Vec<u8>> {
     let len = name.len();
-    if len < 2 {
-        bail!(
-            "name {:?} cannot be written by mkfs.xfs and is too short for a same-hash stand-in",
-            String::from_utf8_lossy(name)
-        );
+    if len == 1 {
+        return one_byte_stand_in(name[0], taken, hashes);
+    }
+    if len == 0 {
+        bail!("empty name");
     }
     let target = da_hashname(name);
     let cols: Vec<(usize, u32, u32)> = (0..len)
@@ -200,12 +227,19 @@ pub fn build(content: &Content) -> Result<Proto> {
     for (dir, kids) in &children {
         let mut taken: HashSet<Vec<u8>> =
             kids.iter().map(|e| e.name().as_bytes().to_vec()).collect();
+        let hashes: Vec<u32> = kids
+            .iter()
+            .map(|e| da_hashname(e.name().as_bytes()))
+            .collect();
         for e in kids {
             let n = e.name().as_bytes();
             if is_writable(n) {
                 names.insert(e.path.clone(), n.to_vec());
             } else {
-                let s = stand_in(n, &taken)
+                // A one-byte name's stand-in must not cross any other name's hash.
+                let own = da_hashname(n);
+                let others: Vec<u32> = hashes.iter().copied().filter(|&h| h != own).collect();
+                let s = stand_in(n, &taken, &others)
                     .map_err(|err| anyhow::anyhow!("{dir}/{}: {err}", e.name()))?;
                 taken.insert(s.clone());
                 proto.renamed.insert(e.path.clone(), s.clone());
@@ -292,20 +326,36 @@ mod tests {
             "caf\u{e9} au lait \u{2603}".as_bytes(),
             &[b' '; 255][..],
         ] {
-            let s = stand_in(name, &taken).unwrap();
+            let s = stand_in(name, &taken, &[]).unwrap();
             assert_eq!(s.len(), name.len());
             assert_eq!(da_hashname(&s), da_hashname(name));
             assert!(is_writable(&s), "{s:?}");
         }
-        assert!(stand_in(b" ", &taken).is_err());
+    }
+
+    #[test]
+    fn one_byte_stand_ins_keep_hash_order() {
+        let taken: HashSet<Vec<u8>> = [b"$".to_vec(), b"#".to_vec()].into();
+        // `#` is taken and hashes 0x23: the stand-in for `$` (0x24) must be above it.
+        let s = stand_in(b"$", &taken, &[0x23, 0x1000]).unwrap();
+        assert_eq!(s, b"%");
+        // Boxed in by names hashing to 0x23 and 0x25, `$` has no stand-in: a clear error.
+        let e = stand_in(b"$", &taken, &[0x23, 0x25])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no stand-in"), "{e}");
+        for bad in [b" ", b":", b"\t", b"\n"] {
+            let s = stand_in(bad, &HashSet::new(), &[]).unwrap();
+            assert!(is_writable(&s) && s.len() == 1, "{s:?}");
+        }
     }
 
     #[test]
     fn stand_ins_avoid_taken_names() {
         let mut taken = HashSet::new();
-        let a = stand_in(b"a b c", &taken).unwrap();
+        let a = stand_in(b"a b c", &taken, &[]).unwrap();
         taken.insert(a.clone());
-        let b = stand_in(b"a b c", &taken).unwrap();
+        let b = stand_in(b"a b c", &taken, &[]).unwrap();
         assert_ne!(a, b);
     }
 }

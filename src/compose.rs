@@ -168,6 +168,7 @@ pub fn compose_contents(
                 let file = vfat::build(
                     &p.label,
                     p.size(ss),
+                    ss,
                     &p.fs_label,
                     uuid,
                     &content,

@@ -72,6 +72,7 @@ pub fn check(label: &str, size: u64, content: &Content) -> Result<()> {
 pub fn build(
     label: &str,
     size: u64,
+    sector: u64,
     fs_label: &str,
     uuid: Uuid,
     content: &Content,
@@ -90,6 +91,8 @@ pub fn build(
     run(
         "mkfs.fat",
         &[
+            "-S".into(),
+            sector.to_string(),
             "-n".into(),
             fs_label.to_uppercase(),
             "-i".into(),

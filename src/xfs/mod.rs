@@ -95,6 +95,7 @@ const BMBT_RECS_OFFSET: usize = 72;
 fn mkfs(
     part_file: &Path,
     size: u64,
+    sector: u64,
     opts: &XfsOptions,
     label: &str,
     uuid: Uuid,
@@ -109,6 +110,9 @@ fn mkfs(
         "-f".into(),
         "-q".into(),
         "-K".into(),
+        // The filesystem's sector size must be at least the disk's (4Kn disks).
+        "-s".into(),
+        format!("size={sector}"),
         "-b".into(),
         format!("size={BLOCK}"),
         "-m".into(),
@@ -276,7 +280,7 @@ pub fn build(
     std::fs::write(&proto_path, &proto.text)
         .with_context(|| format!("writing {}", proto_path.display()))?;
     let part_file = work.join(format!("{label}.xfs"));
-    mkfs(&part_file, size, opts, fs_label, uuid, &proto_path)
+    mkfs(&part_file, size, sector, opts, fs_label, uuid, &proto_path)
         .with_context(|| format!("partition `{label}`"))?;
 
     let f = File::options()

@@ -318,25 +318,63 @@ fn fill_files(
         .filter(|f| f.path != manifest::PATH)
         .collect();
     order.sort_by_key(|f| f.runs.first().map_or(0, |r| r.part_offset));
-    let mut bytes = 0;
-    for fill in order {
-        let e = content
-            .get(&fill.path)
-            .with_context(|| format!("internal error: {} not in content", fill.path))?;
-        let src = e
-            .source
-            .as_ref()
-            .with_context(|| format!("internal error: {} has no source", fill.path))?;
-        let mut h = Sha256::new();
-        let mut pos = 0u64;
-        src.stream(fill.size, &mut |c| {
-            h.update(c);
-            write_runs(w, part_offset, fill, c, &mut pos)
-        })
-        .with_context(|| format!("writing {}", fill.path))?;
-        hashes.insert(fill.path.clone(), hex::encode(h.finalize()));
-        bytes += fill.size;
+    // Reading and hashing run on a second thread while this one writes: throughput is the
+    // slowest of read, hash and write instead of their sum. At most `DEPTH` chunks are in flight.
+    const DEPTH: usize = 4;
+    enum Msg {
+        Chunk(usize, Vec<u8>),
+        Done(usize, String),
     }
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(DEPTH);
+    let mut bytes = 0;
+    std::thread::scope(|scope| -> Result<()> {
+        let order = &order;
+        let reader = scope.spawn(move || -> Result<()> {
+            for (i, fill) in order.iter().enumerate() {
+                let e = content
+                    .get(&fill.path)
+                    .with_context(|| format!("internal error: {} not in content", fill.path))?;
+                let src = e
+                    .source
+                    .as_ref()
+                    .with_context(|| format!("internal error: {} has no source", fill.path))?;
+                let mut h = Sha256::new();
+                src.stream(fill.size, &mut |c| {
+                    h.update(c);
+                    // A closed channel means the writer failed; it reports why.
+                    tx.send(Msg::Chunk(i, c.to_vec()))
+                        .map_err(|_| anyhow::anyhow!("writer stopped"))
+                })
+                .with_context(|| format!("reading {}", fill.path))?;
+                if tx.send(Msg::Done(i, hex::encode(h.finalize()))).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let mut pos = 0u64;
+        let written = (|| -> Result<()> {
+            for msg in rx.iter() {
+                match msg {
+                    Msg::Chunk(i, c) => write_runs(w, part_offset, order[i], &c, &mut pos)
+                        .with_context(|| format!("writing {}", order[i].path))?,
+                    Msg::Done(i, hash) => {
+                        hashes.insert(order[i].path.clone(), hash);
+                        bytes += order[i].size;
+                        pos = 0;
+                    }
+                }
+            }
+            Ok(())
+        })();
+        drop(rx);
+        let read = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the reading thread panicked"))?;
+        // A failed writer makes the reader stop with "writer stopped": report the writer's error
+        // first; a failed reader ends the writer's loop normally and is reported second.
+        written.and(read)
+    })?;
     for e in content
         .entries()
         .filter(|e| e.size == 0 && !manifest::is_own(&e.path))

@@ -65,31 +65,25 @@ pub struct Built {
     pub fills: BTreeMap<String, Fill>,
 }
 
-/// Inode core offsets (v3 inodes).
+/// Inode core offsets (v3 inodes) and values beyond the ones [`ondisk`] exports.
 mod core {
-    pub const MODE: usize = 2;
+    pub use super::ondisk::{
+        DIFLAG_PREALLOC, DI_DATA_FORK_OFFSET as LITERAL, DI_FLAGS_OFFSET as FLAGS,
+        DI_GID_OFFSET as GID, DI_MODE_OFFSET as MODE, DI_SIZE_OFFSET as SIZE, DI_UID_OFFSET as UID,
+    };
     pub const FORMAT: usize = 5;
-    pub const UID: usize = 8;
-    pub const GID: usize = 12;
     pub const ATIME: usize = 32;
     pub const MTIME: usize = 40;
     pub const CTIME: usize = 48;
-    pub const SIZE: usize = 56;
     pub const NEXTENTS: usize = 76;
-    pub const FLAGS: usize = 90;
     pub const FLAGS2: usize = 120;
     pub const CRTIME: usize = 144;
-    pub const LITERAL: usize = 176;
-    pub const DIFLAG_PREALLOC: u16 = 0x2;
     pub const DIFLAG2_BIGTIME: u64 = 0x8;
     pub const FMT_EXTENTS: u8 = 2;
     pub const FMT_BTREE: u8 = 3;
 }
 
-/// Byte offset of the CRC in a long-format (bmap) btree block.
-const BMBT_CRC_OFFSET: usize = 64;
-/// Byte offset of the first record in a long-format btree block.
-const BMBT_RECS_OFFSET: usize = 72;
+use ondisk::{BMBT_CRC_OFFSET, BMBT_HEADER_LEN as BMBT_RECS_OFFSET};
 
 /// Runs mkfs.xfs, reporting its own message on failure.
 fn mkfs(

@@ -1,4 +1,4 @@
-//! The `prestage` command line: `compose` and `verify`.
+//! The `prestage` command line: `compose`, `verify`, `pull`, `store`, `images`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +63,15 @@ enum Command {
         #[arg(long, default_value = "data")]
         label: String,
     },
+    /// Resolve a release, operators and extra images into the lists the node loads.
+    Images(Box<prestage::imageset::cli::ImagesArgs>),
+    /// Pull images from registries or local copies into the store.
+    Pull(prestage::fetch::cli::PullArgs),
+    /// Check or clean the image store.
+    Store {
+        #[command(subcommand)]
+        command: prestage::fetch::cli::StoreCommand,
+    },
 }
 
 /// Timestamp for every inode: SOURCE_DATE_EPOCH when set (reproducible builds), else now.
@@ -116,6 +125,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", compose::describe(&s));
             Ok(())
         }
+        Command::Images(args) => prestage::imageset::cli::run(*args),
         Command::Verify { image, label } => {
             let (format, dev) = emit::open(&image)?;
             let reports = verify::verify(&*dev, Some(&label))
@@ -133,6 +143,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Pull(args) => prestage::fetch::cli::pull(args),
+        Command::Store { command } => prestage::fetch::cli::store(command),
     }
 }
 

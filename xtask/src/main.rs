@@ -6,8 +6,10 @@
 //!   and every test.
 //! - `bench compose`: compose ~4 GiB of files into raw and qcow2 side by side with `cp -r` of the
 //!   same tree onto the same disk; print throughput ratios and peak RSS.
+//! - `bench pull`: prestage pull vs one `skopeo copy` per image from a loopback registry.
 
 mod bench;
+mod bench_pull;
 mod packages;
 
 use std::path::{Path, PathBuf};
@@ -110,8 +112,11 @@ fn main() -> Result<()> {
         ["demo"] => demo(),
         ["ci"] => ci(),
         ["bench", "compose", rest @ ..] => bench::compose(rest),
+        ["bench", "pull", rest @ ..] => bench_pull::pull(rest),
         _ => {
-            eprintln!("usage: cargo xtask demo | ci | bench compose [--size-gib N] [--dir DIR]");
+            eprintln!(
+                "usage: cargo xtask demo | ci | bench compose [--dir DIR] | bench pull [--dir DIR]"
+            );
             std::process::exit(2);
         }
     }

@@ -28,6 +28,10 @@ pub const CI: Needs = &[
     ("grub-fstest", "grub-common"),
     ("qemu-img", "qemu-utils"),
     ("setpriv", "util-linux"),
+    ("skopeo", "skopeo"),
+    ("docker-registry", "docker-registry"),
+    ("htpasswd", "apache2-utils"),
+    ("openssl", "openssl"),
 ];
 
 fn on_path(tool: &str) -> bool {

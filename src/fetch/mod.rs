@@ -1,0 +1,24 @@
+//! The fetch stage: pulls images from registries (or local OCI layouts and `dir:` copies) into a
+//! digest-verified, de-duplicated store that later stages read.
+//!
+//! - [`reference`], [`digest`]: the reference grammar and content digests;
+//! - [`store`]: the store (blobs by digest, byte-exact manifests, records per reference);
+//! - [`manifest`]: OCI and Docker manifest kinds, platform selection;
+//! - [`registry`], [`auth`], [`tls`], [`mirrors`]: reaching registries;
+//! - [`local`]: `oci:` and `dir:` sources; [`source`]: what every source provides;
+//! - [`retry`], [`progress`], [`pull`]: the parallel, resumable pull; [`cli`]: the subcommands.
+
+pub mod auth;
+pub mod cli;
+pub mod digest;
+pub mod local;
+pub mod manifest;
+pub mod mirrors;
+pub mod progress;
+pub mod pull;
+pub mod reference;
+pub mod registry;
+pub mod retry;
+pub mod source;
+pub mod store;
+pub mod tls;

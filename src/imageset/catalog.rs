@@ -1,0 +1,696 @@
+//! Operator catalogs in the file-based catalog (FBC) format: the `olm.package`, `olm.channel`
+//! and `olm.bundle` blobs a catalog image keeps under `/configs` (JSON streams, several objects
+//! per file, and multi-document YAML), and the bundles a package/channel selection needs.
+//!
+//! A selection takes the channel head (the entry no other entry of the channel `replaces` or
+//! `skips`), or, given a minimum and/or maximum version, every entry whose bundle version lies in
+//! that range (inclusive). Each selected bundle contributes its bundle image and its
+//! `relatedImages`. SQLite-era catalogs (`/database/index.db`) are refused as unsupported.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::layers::{Files, Kind, Select};
+
+/// Image label naming the FBC directory.
+pub const CONFIGS_LABEL: &str = "operators.operatorframework.io.index.configs.v1";
+/// Image label of SQLite-era catalogs.
+pub const DATABASE_LABEL: &str = "operators.operatorframework.io.index.database.v1";
+/// Where SQLite-era catalogs keep their database.
+pub const DATABASE_PATH: &str = "database/index.db";
+
+/// A parsed catalog.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    /// The catalog image, for messages.
+    pub name: String,
+    /// Packages by name.
+    pub packages: BTreeMap<String, Package>,
+}
+
+/// An operator package.
+#[derive(Clone, Debug, Default)]
+pub struct Package {
+    /// Package name.
+    pub name: String,
+    /// Default channel.
+    pub default_channel: Option<String>,
+    /// Channels by name.
+    pub channels: BTreeMap<String, Channel>,
+    /// Bundles by name.
+    pub bundles: BTreeMap<String, Bundle>,
+}
+
+/// A channel: its upgrade-graph entries.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Channel {
+    /// Channel name.
+    pub name: String,
+    /// Entries.
+    #[serde(default)]
+    pub entries: Vec<Entry>,
+}
+
+/// A channel entry.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Entry {
+    /// Bundle name.
+    pub name: String,
+    /// The bundle this one replaces.
+    #[serde(default)]
+    pub replaces: Option<String>,
+    /// Bundles this one skips.
+    #[serde(default)]
+    pub skips: Vec<String>,
+}
+
+/// A bundle.
+#[derive(Clone, Debug, Default)]
+pub struct Bundle {
+    /// Bundle name.
+    pub name: String,
+    /// Bundle image.
+    pub image: String,
+    /// Version from its `olm.package` property.
+    pub version: Option<semver::Version>,
+    /// `relatedImages[].image`.
+    pub related_images: Vec<String>,
+}
+
+/// A bundle a selection took.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Selected {
+    /// Package.
+    pub package: String,
+    /// Channel it was selected from.
+    pub channel: String,
+    /// Bundle name.
+    pub bundle: String,
+    /// Bundle version, when it has one.
+    pub version: Option<String>,
+    /// Bundle image.
+    pub image: String,
+    /// Related images, sorted, duplicates removed (the bundle image excluded).
+    pub related_images: Vec<String>,
+}
+
+impl Selected {
+    /// The bundle image and its related images.
+    pub fn images(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.image).chain(self.related_images.iter())
+    }
+}
+
+#[derive(Deserialize)]
+struct PackageBlob {
+    name: String,
+    #[serde(rename = "defaultChannel")]
+    default_channel: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChannelBlob {
+    package: String,
+    #[serde(flatten)]
+    channel: Channel,
+}
+
+#[derive(Deserialize)]
+struct BundleBlob {
+    name: String,
+    package: String,
+    #[serde(default)]
+    image: String,
+    #[serde(default)]
+    properties: Vec<Property>,
+    #[serde(rename = "relatedImages", default)]
+    related_images: Vec<RelatedImage>,
+}
+
+#[derive(Deserialize)]
+struct Property {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    value: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct RelatedImage {
+    #[serde(default)]
+    image: String,
+}
+
+/// The FBC directory of a catalog image (from its labels, default `configs`).
+pub fn configs_dir(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .get(CONFIGS_LABEL)
+        .map(|d| d.trim_matches('/').to_string())
+        .filter(|d| !d.is_empty() && !d.split('/').any(|c| c == ".."))
+        .unwrap_or_else(|| "configs".to_string())
+}
+
+/// The files to read from a catalog image with these labels.
+pub fn select(labels: &BTreeMap<String, String>) -> Select {
+    Select {
+        files: Vec::new(),
+        dirs: vec![configs_dir(labels)],
+    }
+}
+
+/// Parses the catalog read from a catalog image (`labels` from its config).
+pub fn from_files(name: &str, files: &Files, labels: &BTreeMap<String, String>) -> Result<Catalog> {
+    let dir = configs_dir(labels);
+    let has_fbc = files
+        .paths
+        .iter()
+        .any(|(p, k)| *k == Kind::File && p.starts_with(&format!("{dir}/")));
+    if !has_fbc && (labels.contains_key(DATABASE_LABEL) || files.paths.contains_key(DATABASE_PATH))
+    {
+        bail!(
+            "catalog {name}: a SQLite catalog (/{DATABASE_PATH}): unsupported, prestage reads \
+             file-based catalogs only (OpenShift 4.11 and later publish them)"
+        );
+    }
+    if !has_fbc {
+        bail!("catalog {name}: no file-based catalog under /{dir}");
+    }
+    let mut c = Catalog {
+        name: name.to_string(),
+        packages: BTreeMap::new(),
+    };
+    for (path, bytes) in &files.files {
+        c.add_file(path, bytes)
+            .with_context(|| format!("catalog {name}: {path}"))?;
+    }
+    Ok(c)
+}
+
+impl Catalog {
+    /// Parses one FBC file (JSON stream or multi-document YAML, by extension; others ignored).
+    pub fn add_file(&mut self, path: &str, bytes: &[u8]) -> Result<()> {
+        let values: Vec<serde_json::Value> = if path.ends_with(".json") {
+            serde_json::Deserializer::from_slice(bytes)
+                .into_iter::<serde_json::Value>()
+                .enumerate()
+                .map(|(i, v)| v.with_context(|| format!("JSON object {}", i + 1)))
+                .collect::<Result<_>>()?
+        } else if path.ends_with(".yaml") || path.ends_with(".yml") {
+            let mut v = Vec::new();
+            for (i, doc) in serde_yaml_ng::Deserializer::from_slice(bytes).enumerate() {
+                let value = serde_json::Value::deserialize(doc)
+                    .with_context(|| format!("YAML document {}", i + 1))?;
+                if !value.is_null() {
+                    v.push(value);
+                }
+            }
+            v
+        } else {
+            return Ok(());
+        };
+        for (i, v) in values.into_iter().enumerate() {
+            self.add_blob(v)
+                .with_context(|| format!("blob {}", i + 1))?;
+        }
+        Ok(())
+    }
+
+    fn package_mut(&mut self, name: &str) -> &mut Package {
+        self.packages
+            .entry(name.to_string())
+            .or_insert_with(|| Package {
+                name: name.to_string(),
+                ..Package::default()
+            })
+    }
+
+    fn add_blob(&mut self, v: serde_json::Value) -> Result<()> {
+        let schema = v
+            .get("schema")
+            .and_then(|s| s.as_str())
+            .ok_or_else(|| anyhow!("schema: missing"))?
+            .to_string();
+        match schema.as_str() {
+            "olm.package" => {
+                let b: PackageBlob = serde_json::from_value(v).context("olm.package")?;
+                self.package_mut(&b.name).default_channel = b.default_channel;
+            }
+            "olm.channel" => {
+                let b: ChannelBlob = serde_json::from_value(v).context("olm.channel")?;
+                let ch = b.channel.name.clone();
+                if self
+                    .package_mut(&b.package)
+                    .channels
+                    .insert(ch.clone(), b.channel)
+                    .is_some()
+                {
+                    bail!(
+                        "olm.channel: channel `{ch}` of package `{}` defined twice",
+                        b.package
+                    );
+                }
+            }
+            "olm.bundle" => {
+                let b: BundleBlob = serde_json::from_value(v).context("olm.bundle")?;
+                let mut version = None;
+                for p in &b.properties {
+                    if p.kind == "olm.package" {
+                        if let Some(s) = p.value.get("version").and_then(|v| v.as_str()) {
+                            version = Some(semver::Version::parse(s).with_context(|| {
+                                format!("olm.bundle {}: version `{s}` is not semver", b.name)
+                            })?);
+                        }
+                    }
+                }
+                let mut related: Vec<String> = b
+                    .related_images
+                    .into_iter()
+                    .map(|r| r.image)
+                    .filter(|i| !i.is_empty() && *i != b.image)
+                    .collect();
+                related.sort();
+                related.dedup();
+                let name = b.name.clone();
+                let bundle = Bundle {
+                    name: b.name,
+                    image: b.image,
+                    version,
+                    related_images: related,
+                };
+                if self
+                    .package_mut(&b.package)
+                    .bundles
+                    .insert(name.clone(), bundle)
+                    .is_some()
+                {
+                    bail!(
+                        "olm.bundle: bundle `{name}` of package `{}` defined twice",
+                        b.package
+                    );
+                }
+            }
+            // olm.deprecations and other schemas do not name images.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Selects the bundles of `package` in `channel` (its default channel when `None`): the
+    /// channel head, or every entry within `min..=max` when either is given.
+    pub fn select(
+        &self,
+        package: &str,
+        channel: Option<&str>,
+        min: Option<&str>,
+        max: Option<&str>,
+    ) -> Result<Vec<Selected>> {
+        let cat = &self.name;
+        let Some(p) = self.packages.get(package) else {
+            bail!("catalog {cat}: no package `{package}`");
+        };
+        let channel = match channel {
+            Some(c) => c,
+            None => p.default_channel.as_deref().ok_or_else(|| {
+                anyhow!("catalog {cat}: package `{package}` has no default channel: name one")
+            })?,
+        };
+        let Some(ch) = p.channels.get(channel) else {
+            let names: Vec<&str> = p.channels.keys().map(|s| s.as_str()).collect();
+            bail!(
+                "catalog {cat}: package `{package}` has no channel `{channel}` (channels: {})",
+                names.join(", ")
+            );
+        };
+        let parse = |what: &str, v: Option<&str>| -> Result<Option<semver::Version>> {
+            v.map(|s| {
+                semver::Version::parse(s).with_context(|| {
+                    format!("package `{package}` channel `{channel}`: {what} `{s}` is not X.Y.Z")
+                })
+            })
+            .transpose()
+        };
+        let (lo, hi) = (parse("minVersion", min)?, parse("maxVersion", max)?);
+        if let (Some(l), Some(h)) = (&lo, &hi) {
+            if l > h {
+                bail!("package `{package}` channel `{channel}`: minVersion {l} is above maxVersion {h}");
+            }
+        }
+        let bundle = |name: &str| -> Result<&Bundle> {
+            p.bundles.get(name).ok_or_else(|| {
+                anyhow!(
+                    "catalog {cat}: package `{package}` channel `{channel}` names bundle \
+                     `{name}`, which the catalog does not define"
+                )
+            })
+        };
+        let mut picked: Vec<&Bundle> = Vec::new();
+        if lo.is_none() && hi.is_none() {
+            picked.push(bundle(&channel_head(ch).with_context(|| {
+                format!("catalog {cat}: package `{package}` channel `{channel}`")
+            })?)?);
+        } else {
+            for e in &ch.entries {
+                let b = bundle(&e.name)?;
+                let Some(v) = &b.version else {
+                    bail!(
+                        "catalog {cat}: bundle `{}` has no version, so a version range cannot \
+                         select it",
+                        b.name
+                    );
+                };
+                if lo.as_ref().is_none_or(|l| v >= l) && hi.as_ref().is_none_or(|h| v <= h) {
+                    picked.push(b);
+                }
+            }
+            if picked.is_empty() {
+                bail!(
+                    "catalog {cat}: package `{package}` channel `{channel}`: no bundle between \
+                     {} and {}",
+                    min.unwrap_or("any"),
+                    max.unwrap_or("any")
+                );
+            }
+        }
+        let mut out: Vec<Selected> = picked
+            .into_iter()
+            .map(|b| Selected {
+                package: package.to_string(),
+                channel: channel.to_string(),
+                bundle: b.name.clone(),
+                version: b.version.as_ref().map(|v| v.to_string()),
+                image: b.image.clone(),
+                related_images: b.related_images.clone(),
+            })
+            .collect();
+        for s in &out {
+            if s.image.is_empty() {
+                bail!("catalog {cat}: bundle `{}` has no image", s.bundle);
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+impl Catalog {
+    /// Selects bundles of `package` by name (oc-mirror v2alpha1 `bundles`); each is reported in
+    /// the first channel, by name, that lists it.
+    pub fn select_bundles(&self, package: &str, names: &[String]) -> Result<Vec<Selected>> {
+        let cat = &self.name;
+        let Some(p) = self.packages.get(package) else {
+            bail!("catalog {cat}: no package `{package}`");
+        };
+        let mut out = Vec::new();
+        for n in names {
+            let Some(b) = p.bundles.get(n) else {
+                bail!("catalog {cat}: package `{package}` has no bundle `{n}`");
+            };
+            if b.image.is_empty() {
+                bail!("catalog {cat}: bundle `{n}` has no image");
+            }
+            let channel = p
+                .channels
+                .values()
+                .find(|c| c.entries.iter().any(|e| e.name == *n))
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
+            out.push(Selected {
+                package: package.to_string(),
+                channel,
+                bundle: b.name.clone(),
+                version: b.version.as_ref().map(|v| v.to_string()),
+                image: b.image.clone(),
+                related_images: b.related_images.clone(),
+            });
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+/// The entry of a channel that no other entry replaces or skips.
+pub fn channel_head(ch: &Channel) -> Result<String> {
+    if ch.entries.is_empty() {
+        bail!("no entries");
+    }
+    let mut superseded = BTreeSet::new();
+    for e in &ch.entries {
+        if let Some(r) = &e.replaces {
+            superseded.insert(r.as_str());
+        }
+        superseded.extend(e.skips.iter().map(|s| s.as_str()));
+    }
+    let heads: BTreeSet<&str> = ch
+        .entries
+        .iter()
+        .map(|e| e.name.as_str())
+        .filter(|n| !superseded.contains(n))
+        .collect();
+    match heads.len() {
+        1 => Ok(heads.into_iter().next().unwrap_or_default().to_string()),
+        0 => bail!("no channel head: every entry is replaced or skipped by another (a cycle)"),
+        _ => bail!(
+            "several channel heads ({}): the upgrade graph is ambiguous",
+            heads.into_iter().collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::super::layers::{self, tests::*, Limits};
+    use super::*;
+
+    pub const CAT: &str = "registry.example/redhat/operator-index:v4.14";
+
+    pub fn img(name: &str, n: u8) -> String {
+        format!(
+            "registry.example/{name}@sha256:{}",
+            format!("{n:02x}").repeat(32)
+        )
+    }
+
+    /// The `foo` package as a JSON stream: channel `stable` (1.0.0 <- 1.1.0 <- 1.2.0, 1.2.0 also
+    /// skipping 1.1.1) and `fast` (head 2.0.0), default `stable`.
+    pub fn foo_json() -> String {
+        let bundle = |v: &str, n: u8, rel: &[(&str, String)]| {
+            let rel: Vec<_> = rel
+                .iter()
+                .map(|(name, image)| serde_json::json!({"name": name, "image": image}))
+                .collect();
+            serde_json::json!({
+                "schema": "olm.bundle", "name": format!("foo.v{v}"), "package": "foo",
+                "image": img("foo/bundle", n),
+                "properties": [{"type": "olm.package", "value": {"packageName": "foo", "version": v}},
+                               {"type": "olm.gvk", "value": {"group": "x", "kind": "Y", "version": "v1"}}],
+                "relatedImages": rel
+            })
+            .to_string()
+        };
+        [
+            serde_json::json!({"schema": "olm.package", "name": "foo", "defaultChannel": "stable"}).to_string(),
+            serde_json::json!({"schema": "olm.channel", "name": "stable", "package": "foo", "entries": [
+                {"name": "foo.v1.0.0"},
+                {"name": "foo.v1.1.0", "replaces": "foo.v1.0.0"},
+                {"name": "foo.v1.1.1", "replaces": "foo.v1.0.0"},
+                {"name": "foo.v1.2.0", "replaces": "foo.v1.1.0", "skips": ["foo.v1.1.1"]}
+            ]}).to_string(),
+            serde_json::json!({"schema": "olm.channel", "name": "fast", "package": "foo", "entries": [
+                {"name": "foo.v1.2.0"},
+                {"name": "foo.v2.0.0", "replaces": "foo.v1.2.0", "skipRange": ">=1.0.0 <2.0.0"}
+            ]}).to_string(),
+            bundle("1.0.0", 10, &[("op", img("foo/op", 11))]),
+            bundle("1.1.0", 12, &[("op", img("foo/op", 13))]),
+            bundle("1.1.1", 14, &[("op", img("foo/op", 15))]),
+            bundle("1.2.0", 16, &[("op", img("foo/op", 17)), ("proxy", img("foo/proxy", 18)), ("bundle", img("foo/bundle", 16))]),
+            bundle("2.0.0", 20, &[("op", img("foo/op", 21))]),
+            serde_json::json!({"schema": "olm.deprecations", "package": "foo", "entries": []}).to_string(),
+        ]
+        .join("\n")
+    }
+
+    /// The `bar` package as multi-document YAML: no default channel.
+    pub fn bar_yaml() -> String {
+        format!(
+            "---\nschema: olm.package\nname: bar\n---\nschema: olm.channel\nname: alpha\n\
+             package: bar\nentries:\n  - name: bar.v0.1.0\n---\nschema: olm.bundle\n\
+             name: bar.v0.1.0\npackage: bar\nimage: {}\nproperties:\n  - type: olm.package\n    \
+             value: {{packageName: bar, version: 0.1.0}}\nrelatedImages:\n  - name: x\n    \
+             image: {}\n",
+            img("bar/bundle", 30),
+            img("bar/op", 31)
+        )
+    }
+
+    pub fn catalog_layer() -> Vec<u8> {
+        let foo_text = foo_json();
+        let bar_text = bar_yaml();
+        gz_of(&[
+            T::F("bin/opm", b"elf"),
+            T::D("configs/"),
+            T::F("configs/foo/catalog.json", foo_text.as_bytes()),
+            T::F("configs/bar/index.yaml", bar_text.as_bytes()),
+            T::F("configs/bar/README.md", b"ignored"),
+        ])
+    }
+
+    pub fn catalog() -> Catalog {
+        let labels = BTreeMap::new();
+        let l = catalog_layer();
+        let files =
+            layers::read_files_from(&[(GZ, &l)], &select(&labels), &Limits::default()).unwrap();
+        from_files(CAT, &files, &labels).unwrap()
+    }
+
+    #[test]
+    fn channel_heads_and_related_images() {
+        let c = catalog();
+        assert_eq!(c.packages.len(), 2);
+        let s = c.select("foo", None, None, None).unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].bundle, "foo.v1.2.0");
+        assert_eq!(s[0].channel, "stable");
+        assert_eq!(
+            s[0].images().cloned().collect::<Vec<_>>(),
+            vec![
+                img("foo/bundle", 16),
+                img("foo/op", 17),
+                img("foo/proxy", 18)
+            ]
+        );
+        let s = c.select("foo", Some("fast"), None, None).unwrap();
+        assert_eq!(s[0].bundle, "foo.v2.0.0");
+        let s = c.select("bar", Some("alpha"), None, None).unwrap();
+        assert_eq!(s[0].related_images, vec![img("bar/op", 31)]);
+    }
+
+    #[test]
+    fn version_ranges() {
+        let c = catalog();
+        let names = |s: Vec<Selected>| s.into_iter().map(|b| b.bundle).collect::<Vec<_>>();
+        assert_eq!(
+            names(
+                c.select("foo", Some("stable"), Some("1.1.0"), Some("1.1.1"))
+                    .unwrap()
+            ),
+            vec!["foo.v1.1.0", "foo.v1.1.1"]
+        );
+        assert_eq!(
+            names(c.select("foo", None, Some("1.1.1"), None).unwrap()),
+            vec!["foo.v1.1.1", "foo.v1.2.0"]
+        );
+        assert_eq!(
+            names(c.select("foo", None, None, Some("1.0.0")).unwrap()),
+            vec!["foo.v1.0.0"]
+        );
+        let e = c
+            .select("foo", None, Some("3.0.0"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no bundle between 3.0.0 and any"), "{e}");
+        assert!(c.select("foo", None, Some("1.2"), None).is_err());
+        assert!(c.select("foo", None, Some("1.2.0"), Some("1.0.0")).is_err());
+    }
+
+    #[test]
+    fn bundles_by_name() {
+        let c = catalog();
+        let s = c
+            .select_bundles("foo", &["foo.v2.0.0".into(), "foo.v1.0.0".into()])
+            .unwrap();
+        let got: Vec<(&str, &str)> = s
+            .iter()
+            .map(|b| (b.bundle.as_str(), b.channel.as_str()))
+            .collect();
+        assert_eq!(got, vec![("foo.v2.0.0", "fast"), ("foo.v1.0.0", "stable")]);
+        let e = c
+            .select_bundles("foo", &["foo.v9".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            format!("catalog {CAT}: package `foo` has no bundle `foo.v9`")
+        );
+    }
+
+    #[test]
+    fn clear_errors() {
+        let c = catalog();
+        let e = c.select("nope", None, None, None).unwrap_err().to_string();
+        assert_eq!(e, format!("catalog {CAT}: no package `nope`"));
+        let e = c
+            .select("foo", Some("beta"), None, None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            format!("catalog {CAT}: package `foo` has no channel `beta` (channels: fast, stable)")
+        );
+        let e = c.select("bar", None, None, None).unwrap_err().to_string();
+        assert!(e.contains("package `bar` has no default channel"), "{e}");
+
+        let two_heads = Channel {
+            name: "x".into(),
+            entries: vec![
+                Entry {
+                    name: "a".into(),
+                    ..Entry::default()
+                },
+                Entry {
+                    name: "b".into(),
+                    ..Entry::default()
+                },
+            ],
+        };
+        assert!(channel_head(&two_heads)
+            .unwrap_err()
+            .to_string()
+            .contains("several channel heads (a, b)"));
+    }
+
+    #[test]
+    fn sqlite_and_malformed_catalogs() {
+        let l = gz_of(&[T::F("database/index.db", b"SQLite format 3\0")]);
+        let labels = BTreeMap::new();
+        let files =
+            layers::read_files_from(&[(GZ, &l)], &select(&labels), &Limits::default()).unwrap();
+        let e = from_files(CAT, &files, &labels).unwrap_err().to_string();
+        assert!(
+            e.contains("SQLite catalog") && e.contains("unsupported"),
+            "{e}"
+        );
+        let mut labels = BTreeMap::new();
+        labels.insert(DATABASE_LABEL.to_string(), "/database/index.db".to_string());
+        let l = gz_of(&[T::F("etc/x", b"")]);
+        let files =
+            layers::read_files_from(&[(GZ, &l)], &select(&labels), &Limits::default()).unwrap();
+        assert!(from_files(CAT, &files, &labels)
+            .unwrap_err()
+            .to_string()
+            .contains("unsupported"));
+        let e = from_files(CAT, &files, &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no file-based catalog under /configs"), "{e}");
+
+        let mut labels = BTreeMap::new();
+        labels.insert(CONFIGS_LABEL.to_string(), "/fbc".to_string());
+        let l = gz_of(&[T::F(
+            "fbc/p/c.json",
+            b"{\"schema\":\"olm.package\",\"name\":\"p\"} {",
+        )]);
+        let files =
+            layers::read_files_from(&[(GZ, &l)], &select(&labels), &Limits::default()).unwrap();
+        let e = format!("{:#}", from_files(CAT, &files, &labels).unwrap_err());
+        assert!(e.contains("fbc/p/c.json: JSON object 2"), "{e}");
+        let l = gz_of(&[T::F("fbc/p/c.yaml", b"schema: olm.bundle\nname: [\n")]);
+        let files =
+            layers::read_files_from(&[(GZ, &l)], &select(&labels), &Limits::default()).unwrap();
+        let e = format!("{:#}", from_files(CAT, &files, &labels).unwrap_err());
+        assert!(e.contains("fbc/p/c.yaml: YAML document 1"), "{e}");
+    }
+}

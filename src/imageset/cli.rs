@@ -1,0 +1,459 @@
+//! `prestage images`: resolve an image set into the lists the node loads. Pulls the release and
+//! catalog images into the store through the fetch stage, reads their layers from the store,
+//! selects operator bundles, resolves tagged references to digests (by pulling them, which also
+//! fills the store for the build), and writes `ai-images.txt`, `ocp-images.txt`, `mapping.txt`
+//! and the effective `imageset.yaml` into the output directory.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+
+use super::catalog::{self, Selected};
+use super::config::{self, ImageSet, ReleaseSpec};
+use super::filter::Filter;
+use super::layers::{self, Limits};
+use super::lists::{self, AssistedImages, DiscoveryRule, Inputs, Resolved};
+use super::release::{self, Release};
+use crate::fetch::auth::AuthConfig;
+use crate::fetch::mirrors::RegistriesConf;
+use crate::fetch::progress::Progress;
+use crate::fetch::pull::{self, PullOptions, Request};
+use crate::fetch::reference::{canonical_key, ImageRef};
+use crate::fetch::registry::{ClientSettings, Registries};
+use crate::fetch::retry::RetryPolicy;
+use crate::fetch::store::{Store, StoredImage};
+use crate::fetch::tls::TlsSettings;
+
+/// `prestage images` arguments.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ImagesArgs {
+    /// oc-mirror ImageSetConfiguration (mirror.openshift.io/v1alpha2 or v2alpha1).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Release: an image reference, or a version X.Y.Z (see --release-base, --arch).
+    #[arg(long, value_name = "REF|X.Y.Z")]
+    pub release: Option<String>,
+    /// Release architecture: amd64, arm64, ppc64le, s390x or multi (default: the config's, else
+    /// amd64).
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Repository of release images, for --release X.Y.Z.
+    #[arg(long, value_name = "REPO", default_value = release::DEFAULT_RELEASE_BASE)]
+    pub release_base: String,
+    /// Assisted-installer agent image (discovery stage).
+    #[arg(long, value_name = "REF")]
+    pub agent_image: Option<String>,
+    /// Assisted-installer installer image (discovery stage).
+    #[arg(long, value_name = "REF")]
+    pub installer_image: Option<String>,
+    /// Assisted-installer controller/reporter image (both stages).
+    #[arg(long, value_name = "REF")]
+    pub controller_image: Option<String>,
+    /// List of assisted-installer images (agent, installer, controller), one per line.
+    #[arg(long, value_name = "FILE")]
+    pub assisted_images: Option<PathBuf>,
+    /// List of additional images (install stage), one per line.
+    #[arg(long, value_name = "FILE")]
+    pub additional_images: Option<PathBuf>,
+    /// Discovery component rule replacing the built-in one (one component name per line).
+    #[arg(long, value_name = "FILE")]
+    pub discovery_components: Option<PathBuf>,
+    /// Filter file: `patterns:` regular expressions matched against sources and tags.
+    #[arg(long, value_name = "FILE")]
+    pub filter: Option<PathBuf>,
+    /// Output directory.
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Store directory (default `$XDG_CACHE_HOME/prestage`).
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Parallel downloads (default: 4 per core, 4 to 32).
+    #[arg(short, long)]
+    pub jobs: Option<usize>,
+    /// Auth file (pull secret / auth.json).
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    /// Certificate directory (repeatable), as for `prestage pull`.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Vec<PathBuf>,
+    /// Registry (`HOST[:PORT]`) reached without TLS verification or over plain HTTP
+    /// (repeatable).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub insecure_registry: Vec<String>,
+    /// registries.conf with mirrors.
+    #[arg(long, value_name = "FILE")]
+    pub registries_conf: Option<PathBuf>,
+    /// Attempts per download before a transient failure becomes fatal.
+    #[arg(long, default_value_t = 6)]
+    pub retries: u32,
+    /// No progress output.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+struct Puller {
+    store: Store,
+    args: ImagesArgs,
+    auth: AuthConfig,
+    mirrors: RegistriesConf,
+    jobs: usize,
+    arch: String,
+}
+
+impl Puller {
+    fn pull(&self, refs: &[String]) -> Result<()> {
+        if refs.is_empty() {
+            return Ok(());
+        }
+        let requests = refs
+            .iter()
+            .map(|r| Request::parse(r).map_err(|e| anyhow!("{r}: {e:#}")))
+            .collect::<Result<Vec<_>>>()?;
+        let registries = Registries::new(ClientSettings {
+            auth: self.auth.clone(),
+            tls: TlsSettings {
+                cert_dirs: self.args.cert_dir.clone(),
+                system_dirs: true,
+            },
+            insecure: self.args.insecure_registry.iter().cloned().collect(),
+            connect_timeout: Duration::from_secs(30),
+            io_timeout: Duration::from_secs(120),
+            connections: self.jobs,
+        });
+        let opts = PullOptions {
+            requests,
+            arch: self.arch.clone(),
+            all_arches: false,
+            jobs: self.jobs,
+            registries,
+            mirrors: self.mirrors.clone(),
+            retry: RetryPolicy {
+                attempts: self.args.retries,
+                ..RetryPolicy::default()
+            },
+        };
+        pull::pull(&self.store, &opts, &Progress::new(self.args.quiet))?;
+        Ok(())
+    }
+
+    fn image(&self, reference: &str) -> Result<StoredImage> {
+        self.store
+            .image(&canonical_key(reference))?
+            .ok_or_else(|| anyhow!("{reference}: not in the store after pulling it"))
+    }
+
+    fn layers(&self, reference: &str) -> Result<(StoredImage, layers::ImageBlobs)> {
+        let img = self.image(reference)?;
+        let Some(inst) = img.instances.first() else {
+            bail!(
+                "{reference}: no image manifest for {} in the store",
+                self.arch
+            );
+        };
+        let blobs = layers::image_blobs(inst).with_context(|| reference.to_string())?;
+        Ok((img, blobs))
+    }
+}
+
+fn release_ref(set: &ImageSet, base: &str) -> Result<Option<String>> {
+    Ok(match &set.release {
+        None => None,
+        Some(ReleaseSpec::Image(r)) => Some(r.clone()),
+        Some(ReleaseSpec::Version { version, .. }) => Some(release::release_ref_for_version(
+            version,
+            &set.arch,
+            Some(base).filter(|b| !b.is_empty()),
+        )?),
+    })
+}
+
+/// The image set from the config file and the flags.
+fn image_set(a: &ImagesArgs) -> Result<ImageSet> {
+    let mut set = match &a.config {
+        Some(p) => config::load_imageset(p)?,
+        None => ImageSet {
+            arch: "amd64".to_string(),
+            ..ImageSet::default()
+        },
+    };
+    if let Some(r) = &a.release {
+        let spec = if !r.contains('/') {
+            semver::Version::parse(r).with_context(|| {
+                format!("--release {r}: neither X.Y.Z nor an image reference (HOST/PATH:TAG)")
+            })?;
+            ReleaseSpec::Version {
+                version: r.clone(),
+                channel: None,
+            }
+        } else {
+            let parsed = ImageRef::parse(r.strip_prefix("docker://").unwrap_or(r))
+                .with_context(|| format!("--release {r}: not an image reference"))?;
+            ReleaseSpec::Image(parsed.to_string())
+        };
+        set.merge(ImageSet {
+            release: Some(spec),
+            ..ImageSet::default()
+        })
+        .context("--release and the config")?;
+    }
+    if let Some(arch) = &a.arch {
+        release::release_arch(arch).context("--arch")?;
+        set.arch = arch.clone();
+    }
+    if let Some(p) = &a.additional_images {
+        set.additional_images.extend(config::load_list(p)?);
+    }
+    Ok(set)
+}
+
+fn assisted(a: &ImagesArgs) -> Result<AssistedImages> {
+    let mut ai = match &a.assisted_images {
+        Some(p) => {
+            let refs = config::load_list(p)?;
+            AssistedImages::from_list(&p.display().to_string(), &refs)?
+        }
+        None => AssistedImages::default(),
+    };
+    for (flag, given, slot) in [
+        ("--agent-image", &a.agent_image, &mut ai.agent),
+        ("--installer-image", &a.installer_image, &mut ai.installer),
+        (
+            "--controller-image",
+            &a.controller_image,
+            &mut ai.controller,
+        ),
+    ] {
+        if let Some(r) = given {
+            let parsed = ImageRef::parse(r.strip_prefix("docker://").unwrap_or(r))
+                .with_context(|| format!("{flag} {r}"))?;
+            *slot = Some(parsed.to_string());
+        }
+    }
+    Ok(ai)
+}
+
+fn select_operators(p: &Puller, set: &ImageSet) -> Result<Vec<Selected>> {
+    let mut out = Vec::new();
+    for o in &set.operators {
+        let (img, blobs) = p.layers(&o.catalog)?;
+        let labels = match &blobs.config {
+            Some(c) => {
+                let bytes = std::fs::read(c).with_context(|| format!("reading {}", c.display()))?;
+                layers::config_labels(&bytes)
+                    .with_context(|| format!("catalog {}: image config", o.catalog))?
+            }
+            None => BTreeMap::new(),
+        };
+        let files =
+            layers::read_files(&blobs.layers, &catalog::select(&labels), &Limits::default())
+                .with_context(|| format!("catalog {} ({})", o.catalog, img.digest))?;
+        let cat = catalog::from_files(&o.catalog, &files, &labels)?;
+        for pkg in &o.packages {
+            if !pkg.bundles.is_empty() {
+                out.extend(cat.select_bundles(&pkg.name, &pkg.bundles)?);
+            }
+            for ch in &pkg.channels {
+                out.extend(cat.select(
+                    &pkg.name,
+                    ch.name.as_deref(),
+                    ch.min_version.as_deref(),
+                    ch.max_version.as_deref(),
+                )?);
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn default_jobs() -> usize {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    (cores * 4).clamp(4, 32)
+}
+
+/// Runs `prestage images`.
+pub fn run(a: ImagesArgs) -> Result<()> {
+    let set = image_set(&a)?;
+    let assisted = assisted(&a)?;
+    let rule = match &a.discovery_components {
+        Some(p) => DiscoveryRule::load(p)?,
+        None => DiscoveryRule::builtin()?,
+    };
+    let filter = match &a.filter {
+        Some(p) => Filter::load(p)?,
+        None => Filter::default(),
+    };
+    if a.jobs == Some(0) {
+        bail!("--jobs must be at least 1");
+    }
+    if a.retries == 0 {
+        bail!("--retries must be at least 1");
+    }
+    for d in &a.cert_dir {
+        if !d.is_dir() {
+            bail!("--cert-dir {}: no such directory", d.display());
+        }
+    }
+    let release_ref = release_ref(&set, &a.release_base)?;
+    if release_ref.is_none()
+        && set.operators.is_empty()
+        && set.additional_images.is_empty()
+        && assisted == AssistedImages::default()
+    {
+        bail!("no images: give --release, --config or image lists");
+    }
+    let store_dir = match &a.store {
+        Some(s) => s.clone(),
+        None => Store::default_dir()?,
+    };
+    let puller = Puller {
+        store: Store::open(&store_dir)?,
+        auth: AuthConfig::load(a.authfile.as_deref())?,
+        mirrors: RegistriesConf::load(a.registries_conf.as_deref())?,
+        jobs: a.jobs.unwrap_or_else(default_jobs),
+        // The payload of a multi-arch release lists the same components in every instance.
+        arch: if set.arch == "multi" {
+            "amd64".to_string()
+        } else {
+            set.arch.clone()
+        },
+        args: a.clone(),
+    };
+    // The release and the catalogs are read, so they are pulled first.
+    let mut first: Vec<String> = release_ref.iter().cloned().collect();
+    first.extend(set.operators.iter().map(|o| o.catalog.clone()));
+    first.sort();
+    first.dedup();
+    puller.pull(&first)?;
+    let release: Option<Release> = match &release_ref {
+        Some(r) => {
+            let (_, blobs) = puller.layers(r)?;
+            Some(release::read(r, &blobs.layers)?)
+        }
+        None => None,
+    };
+    let operators = select_operators(&puller, &set)?;
+    let inputs = Inputs {
+        release: release.as_ref(),
+        arch: &set.arch,
+        assisted: &assisted,
+        rule: &rule,
+        operators: &operators,
+        additional: &set.additional_images,
+        blocked: &set.blocked_images,
+        filter: &filter,
+    };
+    let unresolved = lists::to_resolve(&inputs)?;
+    // What the first pull resolved stays as read (a tag moving meanwhile changes nothing).
+    let rest: Vec<String> = unresolved
+        .iter()
+        .filter(|r| !first.iter().any(|f| canonical_key(f) == **r))
+        .cloned()
+        .collect();
+    puller.pull(&rest)?;
+    let mut table = BTreeMap::new();
+    for r in &unresolved {
+        table.insert(r.clone(), puller.image(r)?.digest);
+    }
+    let out = lists::build(&inputs, &Resolved(table))?;
+    out.write(&a.output, Some(&set.to_yaml()?))?;
+    if a.json {
+        println!("{}", out.to_json()?);
+    } else if !a.quiet {
+        eprintln!(
+            "{}: {} discovery images, {} install images, {} blocked, {} filtered",
+            a.output.display(),
+            out.images.iter().filter(|i| i.discovery).count(),
+            out.images.iter().filter(|i| i.install).count(),
+            out.blocked.len(),
+            out.filtered.len()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        images: ImagesArgs,
+    }
+
+    #[test]
+    fn arguments() {
+        Cli::command().debug_assert();
+        let c = Cli::try_parse_from([
+            "images",
+            "--release",
+            "4.14.3",
+            "--arch",
+            "arm64",
+            "-c",
+            "isc.yaml",
+            "--agent-image",
+            "quay.io/ai/assisted-installer-agent-rhel8:v1",
+            "--filter",
+            "f.yaml",
+            "-o",
+            "out",
+            "--json",
+        ])
+        .unwrap();
+        let a = c.images;
+        assert_eq!(a.release.as_deref(), Some("4.14.3"));
+        assert_eq!(a.release_base, release::DEFAULT_RELEASE_BASE);
+        assert_eq!(a.output, PathBuf::from("out"));
+        assert!(a.json);
+        assert!(Cli::try_parse_from(["images", "--release", "4.14.3"]).is_err());
+    }
+
+    #[test]
+    fn release_from_flags() {
+        let a = ImagesArgs {
+            release: Some("4.14.3".into()),
+            arch: Some("arm64".into()),
+            ..ImagesArgs::default()
+        };
+        let set = image_set(&a).unwrap();
+        assert_eq!(
+            release_ref(&set, "").unwrap().as_deref(),
+            Some("quay.io/openshift-release-dev/ocp-release:4.14.3-aarch64")
+        );
+        let a = ImagesArgs {
+            release: Some("docker://quay.io/x/release:4.14.3-x86_64".into()),
+            ..ImagesArgs::default()
+        };
+        let set = image_set(&a).unwrap();
+        assert_eq!(
+            set.release,
+            Some(ReleaseSpec::Image("quay.io/x/release:4.14.3-x86_64".into()))
+        );
+        let a = ImagesArgs {
+            release: Some("4.14".into()),
+            ..ImagesArgs::default()
+        };
+        let e = format!("{:#}", image_set(&a).unwrap_err());
+        assert!(
+            e.starts_with("--release 4.14: neither X.Y.Z nor an image reference"),
+            "{e}"
+        );
+        let a = ImagesArgs {
+            arch: Some("x86_64".into()),
+            ..ImagesArgs::default()
+        };
+        assert!(image_set(&a).is_err());
+    }
+}

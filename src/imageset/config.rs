@@ -1,0 +1,867 @@
+//! What users already have: oc-mirror's `ImageSetConfiguration` (`mirror.openshift.io/v1alpha2`
+//! and `v2alpha1`) and plain list files (one reference per line, as the seed's lists), turned
+//! into a typed [`ImageSet`]; and the effective image set written back as a v2alpha1
+//! `ImageSetConfiguration` for `imageset.yaml`.
+//!
+//! Parsing is strict: unknown or misspelled fields are errors naming the field's path (e.g.
+//! `mirror.operators[0].packages[1].chanels`). Both API versions share one schema, the union of
+//! their fields. What prestage cannot do offline is refused with the reason: a release channel
+//! resolves to a release only when `minVersion == maxVersion` (anything else needs the update
+//! graph), one release and one architecture per image set (one partition stages one cluster),
+//! no Helm charts, no whole catalogs (`full: true` or no packages), no `minBundle`.
+//! Fields about mirroring rather than selection (`archiveSize`, `storageConfig`, `graph`,
+//! `shortestPath`, `kubeVirtContainer`, `targetName`/`targetCatalog`/`targetTag`, `originalRef`,
+//! `skipDependencies`) are accepted and have no effect; operator dependencies are not resolved,
+//! so list the packages a selection depends on. A package-level `minVersion`/`maxVersion`
+//! applies to its channels that have no range of their own (to its default channel when it
+//! names none).
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::release;
+use crate::fetch::reference::ImageRef;
+
+/// The ImageSetConfiguration kind.
+pub const KIND: &str = "ImageSetConfiguration";
+/// oc-mirror v1's API version.
+pub const V1ALPHA2: &str = "mirror.openshift.io/v1alpha2";
+/// oc-mirror v2's API version.
+pub const V2ALPHA1: &str = "mirror.openshift.io/v2alpha1";
+
+/// The release an image set stages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ReleaseSpec {
+    /// A release image reference.
+    Image(String),
+    /// A version (`X.Y.Z`), optionally from a named channel.
+    Version {
+        /// `X.Y.Z`.
+        version: String,
+        /// The channel it was given in, if any.
+        channel: Option<String>,
+    },
+}
+
+/// One channel selection of a package.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChannelSel {
+    /// Channel, `None` for the package's default channel.
+    pub name: Option<String>,
+    /// Lowest version to take (inclusive).
+    pub min_version: Option<String>,
+    /// Highest version to take (inclusive).
+    pub max_version: Option<String>,
+}
+
+/// A selected package.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PackageSel {
+    /// Package name.
+    pub name: String,
+    /// Channels (at least one, unless bundles are named).
+    pub channels: Vec<ChannelSel>,
+    /// Bundles named exactly (v2alpha1 `bundles`); when given, `channels` is empty.
+    pub bundles: Vec<String>,
+}
+
+/// Packages selected from one catalog.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OperatorSet {
+    /// The catalog image.
+    pub catalog: String,
+    /// Packages.
+    pub packages: Vec<PackageSel>,
+}
+
+/// An image set: everything that decides the lists.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ImageSet {
+    /// The release, if any.
+    pub release: Option<ReleaseSpec>,
+    /// Architecture (`amd64`, `arm64`, `ppc64le`, `s390x`, `multi`).
+    pub arch: String,
+    /// Operators.
+    pub operators: Vec<OperatorSet>,
+    /// Additional images.
+    pub additional_images: Vec<String>,
+    /// Images never staged.
+    pub blocked_images: Vec<String>,
+}
+
+// The document, as both API versions spell it.
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Doc {
+    kind: String,
+    api_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    archive_size: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    storage_config: Option<StorageConfigDoc>,
+    mirror: MirrorDoc,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct StorageConfigDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    registry: Option<RegistryDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    local: Option<LocalDoc>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RegistryDoc {
+    #[serde(rename = "imageURL")]
+    image_url: String,
+    #[serde(default)]
+    skip_tls: bool,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct LocalDoc {
+    path: String,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct MirrorDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    platform: Option<PlatformDoc>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    operators: Vec<OperatorDoc>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    additional_images: Vec<ImageDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    helm: Option<HelmDoc>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    blocked_images: Vec<ImageDoc>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    samples: Vec<ImageDoc>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct HelmDoc {
+    #[serde(default, alias = "repositories", skip_serializing_if = "Vec::is_empty")]
+    repos: Vec<serde_yaml_ng::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    local: Vec<serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PlatformDoc {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    architectures: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    channels: Vec<ReleaseChannelDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    graph: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    release: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kube_virt_container: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ReleaseChannelDoc {
+    name: String,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    min_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shortest_path: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    full: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct OperatorDoc {
+    catalog: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    packages: Vec<PackageDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    full: Option<bool>,
+    #[serde(default, alias = "skipDeps", skip_serializing_if = "Option::is_none")]
+    skip_dependencies: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target_catalog: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target_tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    original_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target_catalog_source_template: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PackageDoc {
+    name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    channels: Vec<IncludeChannelDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    default_channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    bundles: Vec<ImageDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    min_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    min_bundle: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct IncludeChannelDoc {
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    min_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    min_bundle: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct ImageDoc {
+    name: String,
+}
+
+/// Deserializes YAML strictly, turning errors into one line `FILE: FIELD.PATH: problem`.
+pub(crate) fn from_yaml<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T> {
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = inner.to_string();
+        let (msg, at) = match msg.rsplit_once(" at line ") {
+            Some((m, l)) => (m.to_string(), format!(" (line {l})")),
+            None => (msg, String::new()),
+        };
+        // Name no internal type: `expected struct MirrorDoc` -> `expected a mapping`.
+        let msg = match msg.find("expected struct ") {
+            Some(k) => {
+                let rest = &msg[k + "expected struct ".len()..];
+                let end = rest
+                    .find(|c: char| !c.is_alphanumeric())
+                    .unwrap_or(rest.len());
+                format!("{}expected a mapping{}", &msg[..k], &rest[end..])
+            }
+            None => msg,
+        };
+        // serde_yaml_ng prefixes nested errors with its own rendering of the path.
+        let msg = match msg.split_once(": ") {
+            Some((p, rest)) if !p.contains(' ') && path.starts_with(p) => rest.to_string(),
+            _ => msg,
+        };
+        // `unknown field `x`, expected ...`: the path already ends with the field.
+        if let Some(rest) = msg.strip_prefix("unknown field `") {
+            if let Some((_, tail)) = rest.split_once('`') {
+                return anyhow!("{file}: {path}: unknown field{tail}{at}");
+            }
+        }
+        if path == "." || path.is_empty() {
+            anyhow!("{file}: {msg}{at}")
+        } else {
+            anyhow!("{file}: {path}: {msg}{at}")
+        }
+    })
+}
+
+fn check_ref(file: &str, field: &str, r: &str) -> Result<String> {
+    let parsed = ImageRef::parse(r.strip_prefix("docker://").unwrap_or(r))
+        .map_err(|e| anyhow!("{file}: {field}: {e:#}"))?;
+    Ok(parsed.to_string())
+}
+
+fn check_version(file: &str, field: &str, v: &Option<String>) -> Result<()> {
+    if let Some(s) = v {
+        semver::Version::parse(s)
+            .map_err(|_| anyhow!("{file}: {field}: `{s}` is not a version (X.Y.Z)"))?;
+    }
+    Ok(())
+}
+
+/// Parses an ImageSetConfiguration; `file` names it in messages.
+pub fn parse_imageset(file: &str, text: &str) -> Result<ImageSet> {
+    let doc: Doc = from_yaml(file, text)?;
+    if doc.kind != KIND {
+        bail!("{file}: kind: expected {KIND}, found `{}`", doc.kind);
+    }
+    if doc.api_version != V1ALPHA2 && doc.api_version != V2ALPHA1 {
+        bail!(
+            "{file}: apiVersion: expected {V1ALPHA2} or {V2ALPHA1}, found `{}`",
+            doc.api_version
+        );
+    }
+    let m = &doc.mirror;
+    let mut set = ImageSet {
+        arch: "amd64".to_string(),
+        ..ImageSet::default()
+    };
+    if let Some(h) = &m.helm {
+        if !h.repos.is_empty() || !h.local.is_empty() {
+            bail!("{file}: mirror.helm: Helm charts are not supported by prestage");
+        }
+    }
+    if let Some(p) = &m.platform {
+        match p.architectures.as_slice() {
+            [] => {}
+            [a] => {
+                release::release_arch(a)
+                    .map_err(|e| anyhow!("{file}: mirror.platform.architectures[0]: {e}"))?;
+                set.arch = a.clone();
+            }
+            _ => bail!(
+                "{file}: mirror.platform.architectures: {} architectures; a partition stages one \
+                 (use `multi` for the manifest-list release)",
+                p.architectures.len()
+            ),
+        }
+        let mut releases = Vec::new();
+        if let Some(r) = &p.release {
+            releases.push(ReleaseSpec::Image(check_ref(
+                file,
+                "mirror.platform.release",
+                r,
+            )?));
+        }
+        for (i, c) in p.channels.iter().enumerate() {
+            let f = format!("mirror.platform.channels[{i}]");
+            if let Some(t) = c.kind.as_deref().filter(|t| *t != "ocp") {
+                bail!("{file}: {f}.type: `{t}`: only ocp releases are supported");
+            }
+            check_version(file, &format!("{f}.minVersion"), &c.min_version)?;
+            check_version(file, &format!("{f}.maxVersion"), &c.max_version)?;
+            match (&c.min_version, &c.max_version, c.full) {
+                (Some(a), Some(b), None | Some(false)) if a == b => {
+                    releases.push(ReleaseSpec::Version {
+                        version: a.clone(),
+                        channel: Some(c.name.clone()),
+                    });
+                }
+                _ => bail!(
+                    "{file}: {f} ({}): choosing versions in a channel needs the update graph, \
+                     which prestage does not query; pin one version with minVersion == \
+                     maxVersion",
+                    c.name
+                ),
+            }
+        }
+        match releases.len() {
+            0 | 1 => set.release = releases.pop(),
+            n => bail!(
+                "{file}: mirror.platform: {n} releases selected; an image set stages one release"
+            ),
+        }
+    }
+    for (i, o) in m.operators.iter().enumerate() {
+        let f = format!("mirror.operators[{i}]");
+        // A local OCI layout (`oci:DIR[:REF]`) is kept as written; the catalog itself is not
+        // staged, only read.
+        let catalog = if o.catalog.starts_with("oci:") {
+            o.catalog.clone()
+        } else {
+            check_ref(file, &format!("{f}.catalog"), &o.catalog)?
+        };
+        if o.full == Some(true) {
+            bail!("{file}: {f}.full: whole catalogs are not supported; list the packages");
+        }
+        if o.packages.is_empty() {
+            bail!("{file}: {f}.packages: empty; list the packages to stage");
+        }
+        let mut packages = Vec::new();
+        for (j, p) in o.packages.iter().enumerate() {
+            let f = format!("{f}.packages[{j}]");
+            if p.min_bundle.is_some() {
+                bail!("{file}: {f}.minBundle: not supported; use minVersion");
+            }
+            if p.name.is_empty() {
+                bail!("{file}: {f}.name: empty");
+            }
+            if !p.bundles.is_empty() {
+                if !p.channels.is_empty()
+                    || p.min_version.is_some()
+                    || p.max_version.is_some()
+                    || p.default_channel.is_some()
+                {
+                    bail!(
+                        "{file}: {f}.bundles: names bundles exactly; give either bundles or \
+                         channels and versions"
+                    );
+                }
+                let mut bundles = Vec::new();
+                for (k, b) in p.bundles.iter().enumerate() {
+                    if b.name.is_empty() {
+                        bail!("{file}: {f}.bundles[{k}].name: empty");
+                    }
+                    bundles.push(b.name.clone());
+                }
+                packages.push(PackageSel {
+                    name: p.name.clone(),
+                    channels: Vec::new(),
+                    bundles,
+                });
+                continue;
+            }
+            check_version(file, &format!("{f}.minVersion"), &p.min_version)?;
+            check_version(file, &format!("{f}.maxVersion"), &p.max_version)?;
+            let mut channels = Vec::new();
+            for (k, c) in p.channels.iter().enumerate() {
+                let f = format!("{f}.channels[{k}]");
+                if c.min_bundle.is_some() {
+                    bail!("{file}: {f}.minBundle: not supported; use minVersion");
+                }
+                if c.name.is_empty() {
+                    bail!("{file}: {f}.name: empty");
+                }
+                check_version(file, &format!("{f}.minVersion"), &c.min_version)?;
+                check_version(file, &format!("{f}.maxVersion"), &c.max_version)?;
+                let (min, max) = if c.min_version.is_none() && c.max_version.is_none() {
+                    (p.min_version.clone(), p.max_version.clone())
+                } else {
+                    (c.min_version.clone(), c.max_version.clone())
+                };
+                channels.push(ChannelSel {
+                    name: Some(c.name.clone()),
+                    min_version: min,
+                    max_version: max,
+                });
+            }
+            if channels.is_empty() {
+                channels.push(ChannelSel {
+                    name: p.default_channel.clone(),
+                    min_version: p.min_version.clone(),
+                    max_version: p.max_version.clone(),
+                });
+            }
+            packages.push(PackageSel {
+                name: p.name.clone(),
+                channels,
+                bundles: Vec::new(),
+            });
+        }
+        set.operators.push(OperatorSet { catalog, packages });
+    }
+    for (i, a) in m.additional_images.iter().enumerate() {
+        let r = check_ref(file, &format!("mirror.additionalImages[{i}].name"), &a.name)?;
+        set.additional_images.push(r);
+    }
+    for (i, a) in m.blocked_images.iter().enumerate() {
+        // Kept as written: without a tag or digest it blocks the whole repository.
+        check_ref(file, &format!("mirror.blockedImages[{i}].name"), &a.name)?;
+        let r = a.name.strip_prefix("docker://").unwrap_or(&a.name);
+        set.blocked_images.push(r.to_string());
+    }
+    Ok(set)
+}
+
+/// Reads and parses an ImageSetConfiguration file.
+pub fn load_imageset(path: &Path) -> Result<ImageSet> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_imageset(&path.display().to_string(), &text)
+}
+
+/// Parses a plain list: one image reference per line, blank lines and `#` comments ignored.
+/// References are normalized (`docker://` dropped, registry made explicit).
+pub fn parse_list(file: &str, text: &str) -> Result<Vec<String>> {
+    let mut v = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line.split_whitespace().count() > 1 {
+            bail!(
+                "{file}:{}: one reference per line expected, found `{line}`",
+                i + 1
+            );
+        }
+        v.push(
+            check_ref(file, &format!("line {}", i + 1), line).map_err(|e| {
+                // `FILE: line N: ...` reads better as `FILE:N: ...`.
+                anyhow!(
+                    "{}",
+                    e.to_string().replacen(
+                        &format!("{file}: line {}:", i + 1),
+                        &format!("{file}:{}:", i + 1),
+                        1
+                    )
+                )
+            })?,
+        );
+    }
+    Ok(v)
+}
+
+/// Reads a plain list file.
+pub fn load_list(path: &Path) -> Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_list(&path.display().to_string(), &text)
+}
+
+impl ImageSet {
+    /// Merges another image set into this one (release and architecture: `other`'s when set;
+    /// images and operators appended).
+    pub fn merge(&mut self, other: ImageSet) -> Result<()> {
+        if let Some(r) = other.release {
+            match (&self.release, &r) {
+                (None, _) => self.release = Some(r),
+                (Some(mine), _) if *mine == r => {}
+                // The same version, with or without its channel: keep the channel.
+                (
+                    Some(ReleaseSpec::Version { version: a, .. }),
+                    ReleaseSpec::Version {
+                        version: b,
+                        channel: None,
+                    },
+                ) if a == b => {}
+                (Some(mine), _) => {
+                    bail!("two releases given ({mine:?} and {r:?}); an image set stages one")
+                }
+            }
+        }
+        if !other.arch.is_empty() {
+            self.arch = other.arch;
+        }
+        self.operators.extend(other.operators);
+        self.additional_images.extend(other.additional_images);
+        self.blocked_images.extend(other.blocked_images);
+        Ok(())
+    }
+
+    /// The effective image set as a v2alpha1 `ImageSetConfiguration` (YAML).
+    pub fn to_yaml(&self) -> Result<String> {
+        let mut platform = PlatformDoc {
+            architectures: vec![self.arch.clone()],
+            ..PlatformDoc::default()
+        };
+        match &self.release {
+            None => {}
+            Some(ReleaseSpec::Image(r)) => platform.release = Some(r.clone()),
+            Some(ReleaseSpec::Version { version, channel }) => {
+                let channel = match channel {
+                    Some(c) => c.clone(),
+                    None => {
+                        let v = semver::Version::parse(version)
+                            .with_context(|| format!("release version `{version}`"))?;
+                        format!("stable-{}.{}", v.major, v.minor)
+                    }
+                };
+                platform.channels.push(ReleaseChannelDoc {
+                    name: channel,
+                    kind: Some("ocp".to_string()),
+                    min_version: Some(version.clone()),
+                    max_version: Some(version.clone()),
+                    ..ReleaseChannelDoc::default()
+                });
+            }
+        }
+        let operators = self
+            .operators
+            .iter()
+            .map(|o| OperatorDoc {
+                catalog: o.catalog.clone(),
+                packages: o
+                    .packages
+                    .iter()
+                    .map(|p| {
+                        let named: Vec<&ChannelSel> =
+                            p.channels.iter().filter(|c| c.name.is_some()).collect();
+                        let default = p.channels.iter().find(|c| c.name.is_none());
+                        PackageDoc {
+                            name: p.name.clone(),
+                            channels: named
+                                .iter()
+                                .map(|c| IncludeChannelDoc {
+                                    name: c.name.clone().unwrap_or_default(),
+                                    min_version: c.min_version.clone(),
+                                    max_version: c.max_version.clone(),
+                                    min_bundle: None,
+                                })
+                                .collect(),
+                            bundles: p
+                                .bundles
+                                .iter()
+                                .map(|b| ImageDoc { name: b.clone() })
+                                .collect(),
+                            min_version: default.and_then(|c| c.min_version.clone()),
+                            max_version: default.and_then(|c| c.max_version.clone()),
+                            ..PackageDoc::default()
+                        }
+                    })
+                    .collect(),
+                ..OperatorDoc::default()
+            })
+            .collect();
+        let images = |v: &[String]| {
+            v.iter()
+                .map(|n| ImageDoc { name: n.clone() })
+                .collect::<Vec<_>>()
+        };
+        let doc = Doc {
+            kind: KIND.to_string(),
+            api_version: V2ALPHA1.to_string(),
+            mirror: MirrorDoc {
+                platform: Some(platform),
+                operators,
+                additional_images: images(&self.additional_images),
+                blocked_images: images(&self.blocked_images),
+                ..MirrorDoc::default()
+            },
+            ..Doc::default()
+        };
+        serde_yaml_ng::to_string(&doc).context("serializing the image set")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const FULL_V2: &str = "\
+kind: ImageSetConfiguration
+apiVersion: mirror.openshift.io/v2alpha1
+mirror:
+  platform:
+    architectures: [amd64]
+    graph: true
+    channels:
+      - name: stable-4.14
+        type: ocp
+        minVersion: 4.14.3
+        maxVersion: 4.14.3
+  operators:
+    - catalog: registry.example/redhat/operator-index:v4.14
+      packages:
+        - name: foo
+        - name: bar
+          channels:
+            - name: alpha
+            - name: beta
+              minVersion: 1.0.0
+              maxVersion: 1.2.0
+        - name: baz
+          bundles:
+            - name: baz.v1.0.0
+            - name: baz.v1.1.0
+  additionalImages:
+    - name: registry.example/tools/troubleshoot:latest
+    - name: docker://registry.example/tools/debug@sha256:0101010101010101010101010101010101010101010101010101010101010101
+  blockedImages:
+    - name: registry.example/foo/proxy
+";
+
+    #[test]
+    fn v2alpha1_full() {
+        let s = parse_imageset("imageset.yaml", FULL_V2).unwrap();
+        assert_eq!(
+            s.release,
+            Some(ReleaseSpec::Version {
+                version: "4.14.3".into(),
+                channel: Some("stable-4.14".into())
+            })
+        );
+        assert_eq!(s.arch, "amd64");
+        assert_eq!(s.operators[0].packages[0].channels[0].name, None);
+        assert_eq!(
+            s.operators[0].packages[1].channels[1],
+            ChannelSel {
+                name: Some("beta".into()),
+                min_version: Some("1.0.0".into()),
+                max_version: Some("1.2.0".into())
+            }
+        );
+        assert_eq!(
+            s.operators[0].packages[2].bundles,
+            vec!["baz.v1.0.0", "baz.v1.1.0"]
+        );
+        assert!(s.operators[0].packages[2].channels.is_empty());
+        assert_eq!(
+            s.additional_images[1],
+            "registry.example/tools/debug@sha256:0101010101010101010101010101010101010101010101010101010101010101"
+        );
+        assert_eq!(s.blocked_images, vec!["registry.example/foo/proxy"]);
+        // The effective YAML parses back to the same set.
+        let y = s.to_yaml().unwrap();
+        assert!(
+            y.contains("apiVersion: mirror.openshift.io/v2alpha1"),
+            "{y}"
+        );
+        assert_eq!(parse_imageset("effective", &y).unwrap(), s);
+    }
+
+    #[test]
+    fn v1alpha2_with_storage_and_release_image() {
+        let y = "\
+apiVersion: mirror.openshift.io/v1alpha2
+kind: ImageSetConfiguration
+archiveSize: 4
+storageConfig:
+  local:
+    path: /tmp/mirror
+mirror:
+  operators:
+  - catalog: registry.example/redhat/operator-index:v4.14
+    skipDeps: true
+    packages:
+    - name: foo
+      minVersion: 1.1.0
+";
+        let s = parse_imageset("isc.yaml", y).unwrap();
+        assert_eq!(s.release, None);
+        assert_eq!(
+            s.operators[0].packages[0].channels,
+            vec![ChannelSel {
+                name: None,
+                min_version: Some("1.1.0".into()),
+                max_version: None
+            }]
+        );
+        let back = parse_imageset("effective", &s.to_yaml().unwrap()).unwrap();
+        assert_eq!(back.operators, s.operators);
+    }
+
+    fn err(y: &str) -> String {
+        format!("{:#}", parse_imageset("imageset.yaml", y).unwrap_err())
+    }
+
+    #[test]
+    fn unknown_fields_are_named_with_their_path() {
+        let y = FULL_V2.replace("            - name: alpha", "            - nmae: alpha");
+        let e = err(&y);
+        assert!(
+            e.starts_with("imageset.yaml: mirror.operators[0].packages[1].channels[0].nmae: unknown field, expected one of"),
+            "{e}"
+        );
+        let y = FULL_V2.replace(
+            "        - name: foo",
+            "        - name: foo\n          chanels: []",
+        );
+        let e = err(&y);
+        assert!(
+            e.starts_with("imageset.yaml: mirror.operators[0].packages[0].chanels: unknown field"),
+            "{e}"
+        );
+        let e = err(&FULL_V2.replace("mirror:", "mirorr:"));
+        assert!(e.starts_with("imageset.yaml: mirorr: unknown field"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        let e = err("kind: ImageSetConfiguration\napiVersion: [\n");
+        assert!(e.starts_with("imageset.yaml: "), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        let e = err("kind: ImageSetConfiguration\napiVersion: x\nmirror: [1]\n");
+        assert!(
+            e.starts_with("imageset.yaml: mirror: invalid type: sequence, expected a mapping"),
+            "{e}"
+        );
+        let e = err("kind: ImageSetConfiguration\n\tapiVersion: x\n");
+        assert!(
+            e.starts_with("imageset.yaml: ") && e.contains("line 2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let e = err(&FULL_V2.replace("maxVersion: 4.14.3", "maxVersion: 4.14.9"));
+        assert!(
+            e.contains("mirror.platform.channels[0] (stable-4.14): choosing versions in a channel needs the update graph"),
+            "{e}"
+        );
+        let e = err(&FULL_V2.replace("[amd64]", "[amd64, arm64]"));
+        assert!(
+            e.contains("mirror.platform.architectures: 2 architectures"),
+            "{e}"
+        );
+        let e = err(&FULL_V2.replace("[amd64]", "[sparc]"));
+        assert!(e.contains("mirror.platform.architectures[0]"), "{e}");
+        let e = err(&FULL_V2.replace("v2alpha1", "v3"));
+        assert!(e.contains("apiVersion: expected"), "{e}");
+        let e = err(&FULL_V2.replace("minVersion: 1.0.0", "minVersion: one"));
+        assert!(
+            e.contains(
+                "mirror.operators[0].packages[1].channels[1].minVersion: `one` is not a version"
+            ),
+            "{e}"
+        );
+        let e = err(&FULL_V2.replace(
+            "        - name: baz\n",
+            "        - name: baz\n          minVersion: 1.0.0\n",
+        ));
+        assert!(
+            e.contains("mirror.operators[0].packages[2].bundles: names bundles exactly"),
+            "{e}"
+        );
+        let e = err(&FULL_V2.replace("tools/troubleshoot:latest", "Tools/x"));
+        assert!(e.contains("mirror.additionalImages[0].name"), "{e}");
+        let e = err(&FULL_V2.replace(
+            "    - catalog: registry.example/redhat/operator-index:v4.14\n",
+            "    - catalog: registry.example/redhat/operator-index:v4.14\n      full: true\n",
+        ));
+        assert!(e.contains("mirror.operators[0].full"), "{e}");
+    }
+
+    #[test]
+    fn merging_flags_into_a_config() {
+        let mut s = parse_imageset("imageset.yaml", FULL_V2).unwrap();
+        let flag = |r: ReleaseSpec| ImageSet {
+            release: Some(r),
+            ..ImageSet::default()
+        };
+        s.merge(flag(ReleaseSpec::Version {
+            version: "4.14.3".into(),
+            channel: None,
+        }))
+        .unwrap();
+        assert_eq!(
+            s.release,
+            Some(ReleaseSpec::Version {
+                version: "4.14.3".into(),
+                channel: Some("stable-4.14".into())
+            })
+        );
+        assert_eq!(s.arch, "amd64");
+        let e = s
+            .merge(flag(ReleaseSpec::Image("quay.io/a/b:1".into())))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("two releases given"), "{e}");
+    }
+
+    #[test]
+    fn plain_lists() {
+        let l = parse_list(
+            "ai.txt",
+            "# seed list\nquay.io/a/b:v1\n\n  registry.example/c@sha256:0101010101010101010101010101010101010101010101010101010101010101  # pinned\n",
+        )
+        .unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0], "quay.io/a/b:v1");
+        let e = parse_list("ai.txt", "quay.io/a/b:v1\nquay.io/A\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("ai.txt:2: "), "{e}");
+        let e = parse_list("ai.txt", "a b\n").unwrap_err().to_string();
+        assert!(e.starts_with("ai.txt:1: one reference per line"), "{e}");
+    }
+}

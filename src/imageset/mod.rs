@@ -1,0 +1,18 @@
+//! The image-set stage: decides which images go onto the partition.
+//!
+//! - [`layers`]: an image's files, read from its layer blobs as streams (whiteouts applied,
+//!   hostile archives refused);
+//! - [`release`]: the release payload's `image-references` and release image names;
+//! - [`catalog`]: file-based operator catalogs and bundle selection;
+//! - [`config`]: oc-mirror `ImageSetConfiguration` (v1alpha2, v2alpha1) and plain list files;
+//! - [`filter`]: regular-expression filter files;
+//! - [`lists`]: the discovery and install lists, `mapping.txt` and the JSON summary;
+//! - [`cli`]: `prestage images`, pulling through the fetch stage and writing the lists.
+
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod filter;
+pub mod layers;
+pub mod lists;
+pub mod release;

@@ -1,0 +1,303 @@
+//! The release payload: the release image's `release-manifests/image-references` (an
+//! ImageStream whose `spec.tags[].name` is a component and `spec.tags[].from.name` its image)
+//! read from the image's layers, as `oc adm release info --pullspecs` lists it; and the release
+//! image name of an `X.Y.Z` version and architecture.
+
+use std::collections::BTreeSet;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::layers::{self, Files, Layer, Limits, Select};
+use crate::fetch::reference::ImageRef;
+
+/// Where the release image keeps its component list.
+pub const IMAGE_REFERENCES: &str = "release-manifests/image-references";
+/// Where the release image keeps its version metadata.
+pub const RELEASE_METADATA: &str = "release-manifests/release-metadata";
+/// The repository OpenShift release images are published in.
+pub const DEFAULT_RELEASE_BASE: &str = "quay.io/openshift-release-dev/ocp-release";
+
+/// One release component.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Component {
+    /// Component name (`spec.tags[].name`), e.g. `etcd`.
+    pub name: String,
+    /// Its image, pinned by digest.
+    pub reference: String,
+}
+
+/// A release payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Release {
+    /// The release image reference.
+    pub image: String,
+    /// `X.Y.Z` from the release metadata (or the ImageStream name), when there is one.
+    pub version: Option<String>,
+    /// Components, sorted by name.
+    pub components: Vec<Component>,
+}
+
+#[derive(Deserialize)]
+struct ImageStream {
+    kind: Option<String>,
+    metadata: Option<Metadata>,
+    spec: Option<Spec>,
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Spec {
+    #[serde(default)]
+    tags: Vec<Tag>,
+}
+
+#[derive(Deserialize)]
+struct Tag {
+    name: Option<String>,
+    from: Option<From>,
+}
+
+#[derive(Deserialize)]
+struct From {
+    kind: Option<String>,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ReleaseMetadata {
+    version: Option<String>,
+}
+
+/// The files [`read`] needs from the release image.
+pub fn select() -> Select {
+    Select {
+        files: vec![IMAGE_REFERENCES.to_string(), RELEASE_METADATA.to_string()],
+        dirs: Vec::new(),
+    }
+}
+
+/// Reads the release payload of `image` from its layers.
+pub fn read(image: &str, layers: &[Layer]) -> Result<Release> {
+    let files = layers::read_files(layers, &select(), &Limits::default())
+        .with_context(|| format!("release image {image}"))?;
+    from_files(image, &files)
+}
+
+/// Builds the release from the files read out of the release image.
+pub fn from_files(image: &str, files: &Files) -> Result<Release> {
+    let Some(refs) = files.files.get(IMAGE_REFERENCES) else {
+        bail!("release image {image}: no {IMAGE_REFERENCES} in its layers (not a release image?)");
+    };
+    let (stream_name, components) = parse_image_references(refs)
+        .with_context(|| format!("release image {image}: {IMAGE_REFERENCES}"))?;
+    let mut version = None;
+    if let Some(meta) = files.files.get(RELEASE_METADATA) {
+        let m: ReleaseMetadata = serde_json::from_slice(meta)
+            .with_context(|| format!("release image {image}: {RELEASE_METADATA}: not JSON"))?;
+        version = m.version;
+    }
+    if version.is_none() {
+        version = stream_name.filter(|n| semver::Version::parse(n).is_ok());
+    }
+    Ok(Release {
+        image: image.to_string(),
+        version,
+        components,
+    })
+}
+
+/// Parses an `image-references` ImageStream: its name and its components, sorted by name.
+pub fn parse_image_references(bytes: &[u8]) -> Result<(Option<String>, Vec<Component>)> {
+    let is: ImageStream = serde_json::from_slice(bytes).context("not an ImageStream JSON")?;
+    if is.kind.as_deref() != Some("ImageStream") {
+        bail!(
+            "kind: expected ImageStream, found {}",
+            is.kind.as_deref().unwrap_or("nothing")
+        );
+    }
+    let Some(spec) = is.spec else {
+        bail!("spec: missing");
+    };
+    if spec.tags.is_empty() {
+        bail!("spec.tags: no components");
+    }
+    let mut seen = BTreeSet::new();
+    let mut components = Vec::new();
+    for (i, t) in spec.tags.into_iter().enumerate() {
+        let Some(name) = t.name.filter(|n| !n.is_empty()) else {
+            bail!("spec.tags[{i}].name: missing");
+        };
+        let Some(from) = t.from else {
+            bail!("spec.tags[{i}] ({name}).from: missing");
+        };
+        if let Some(k) = from.kind.as_deref() {
+            if k != "DockerImage" {
+                bail!("spec.tags[{i}] ({name}).from.kind: expected DockerImage, found {k}");
+            }
+        }
+        let Some(reference) = from.name else {
+            bail!("spec.tags[{i}] ({name}).from.name: missing");
+        };
+        let r = ImageRef::parse(&reference)
+            .with_context(|| format!("spec.tags[{i}] ({name}).from.name"))?;
+        if r.digest.is_none() {
+            bail!("spec.tags[{i}] ({name}).from.name: `{reference}` is not pinned by digest");
+        }
+        if !seen.insert(name.clone()) {
+            bail!("spec.tags[{i}].name: component `{name}` listed twice");
+        }
+        components.push(Component { name, reference });
+    }
+    components.sort();
+    Ok((is.metadata.and_then(|m| m.name), components))
+}
+
+/// The release payload's name for an architecture (`amd64` → `x86_64`, ...).
+pub fn release_arch(arch: &str) -> Result<&'static str> {
+    Ok(match arch {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        "ppc64le" => "ppc64le",
+        "s390x" => "s390x",
+        "multi" => "multi",
+        a => bail!("architecture `{a}`: expected one of amd64, arm64, ppc64le, s390x, multi"),
+    })
+}
+
+/// The release image of version `X.Y.Z[-pre]` for `arch`, under `base` (default
+/// [`DEFAULT_RELEASE_BASE`]): `BASE:X.Y.Z-ARCH`.
+pub fn release_ref_for_version(version: &str, arch: &str, base: Option<&str>) -> Result<String> {
+    let v = semver::Version::parse(version)
+        .with_context(|| format!("release version `{version}`: expected X.Y.Z"))?;
+    if !v.build.is_empty() {
+        bail!("release version `{version}`: build metadata (+...) is not part of release names");
+    }
+    let base = base.unwrap_or(DEFAULT_RELEASE_BASE);
+    let b = ImageRef::parse(base).with_context(|| format!("release base `{base}`"))?;
+    if base.contains('@') || base.rsplit('/').next().is_some_and(|l| l.contains(':')) {
+        bail!("release base `{base}`: give a repository without tag or digest");
+    }
+    let r = format!("{}:{v}-{}", b.name(), release_arch(arch)?);
+    ImageRef::parse(&r).with_context(|| format!("release image `{r}`"))?;
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::layers::tests::{gz_of, GZ, T};
+    use super::*;
+
+    pub fn digest(n: u8) -> String {
+        format!("sha256:{}", format!("{n:02x}").repeat(32))
+    }
+
+    fn stream(tags: &[(&str, String)]) -> Vec<u8> {
+        let tags: Vec<_> = tags
+            .iter()
+            .map(|(n, r)| {
+                serde_json::json!({"name": n, "annotations": {}, "from": {"kind": "DockerImage", "name": r}, "generation": null, "importPolicy": {}, "referencePolicy": {"type": ""}})
+            })
+            .collect();
+        serde_json::to_vec(&serde_json::json!({
+            "kind": "ImageStream", "apiVersion": "image.openshift.io/v1",
+            "metadata": {"name": "4.14.3", "creationTimestamp": null},
+            "spec": {"lookupPolicy": {"local": false}, "tags": tags}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn reads_components_from_layers() {
+        let art = "quay.io/openshift-release-dev/ocp-v4.0-art-dev";
+        let refs = stream(&[
+            ("pod", format!("{art}@{}", digest(2))),
+            ("etcd", format!("{art}@{}", digest(1))),
+        ]);
+        let base = gz_of(&[T::F("usr/bin/cluster-version-operator", b"elf")]);
+        let top = gz_of(&[
+            T::D("release-manifests/"),
+            T::F("release-manifests/image-references", &refs),
+            T::F(
+                "release-manifests/release-metadata",
+                br#"{"kind":"cincinnati-metadata-v0","version":"4.14.3"}"#,
+            ),
+        ]);
+        let files =
+            layers::read_files_from(&[(GZ, &base), (GZ, &top)], &select(), &Limits::default())
+                .unwrap();
+        let r = from_files("quay.io/x/release@sha256:00", &files).unwrap();
+        assert_eq!(r.version.as_deref(), Some("4.14.3"));
+        assert_eq!(
+            r.components,
+            vec![
+                Component {
+                    name: "etcd".into(),
+                    reference: format!("{art}@{}", digest(1))
+                },
+                Component {
+                    name: "pod".into(),
+                    reference: format!("{art}@{}", digest(2))
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_or_bad_image_references() {
+        let l = gz_of(&[T::F("etc/os-release", b"x")]);
+        let files = layers::read_files_from(&[(GZ, &l)], &select(), &Limits::default()).unwrap();
+        let e = format!("{:#}", from_files("quay.io/a/b:1", &files).unwrap_err());
+        assert!(
+            e.contains("quay.io/a/b:1: no release-manifests/image-references"),
+            "{e}"
+        );
+        let e = format!("{:#}", parse_image_references(b"{").unwrap_err());
+        assert!(e.contains("not an ImageStream JSON"), "{e}");
+        let e = parse_image_references(&stream(&[("etcd", "quay.io/a/b:latest".into())]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("spec.tags[0] (etcd).from.name: `quay.io/a/b:latest` is not pinned"),
+            "{e}"
+        );
+        let r = format!("quay.io/a/b@{}", digest(1));
+        let e = parse_image_references(&stream(&[("etcd", r.clone()), ("etcd", r)]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listed twice"), "{e}");
+    }
+
+    #[test]
+    fn release_names() {
+        assert_eq!(
+            release_ref_for_version("4.14.3", "amd64", None).unwrap(),
+            "quay.io/openshift-release-dev/ocp-release:4.14.3-x86_64"
+        );
+        assert_eq!(
+            release_ref_for_version(
+                "4.15.0-rc.1",
+                "arm64",
+                Some("mirror.local:5000/ocp/release")
+            )
+            .unwrap(),
+            "mirror.local:5000/ocp/release:4.15.0-rc.1-aarch64"
+        );
+        for (a, b) in [
+            ("ppc64le", "ppc64le"),
+            ("s390x", "s390x"),
+            ("multi", "multi"),
+        ] {
+            assert!(release_ref_for_version("4.14.3", a, None)
+                .unwrap()
+                .ends_with(b));
+        }
+        assert!(release_ref_for_version("4.14", "amd64", None).is_err());
+        assert!(release_ref_for_version("4.14.3", "mips", None).is_err());
+        assert!(release_ref_for_version("4.14.3", "amd64", Some("quay.io/a:b")).is_err());
+    }
+}

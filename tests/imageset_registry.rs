@@ -1,0 +1,476 @@
+//! The image-set stage against Debian's docker-registry: a synthetic release image whose
+//! `image-references` lists component images pushed by digest, a synthetic file-based catalog
+//! image (packages, several channels, replaces/skips chains, relatedImages), assisted-installer
+//! and additional images pushed by tag, and an ImageSetConfiguration combining them with blocked
+//! images and a filter. The lists are compared with golden files (`tests/fixtures/imageset/`,
+//! `{{HOST}}` standing for the registry's address and `{{RELEASE}}` for the release image digest,
+//! which depends on it; `PRESTAGE_BLESS=1` rewrites them). Malformed inputs must fail with one
+//! clear message.
+
+#[path = "registry/mod.rs"]
+mod registry;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use prestage::imageset::cli::{run, ImagesArgs};
+use registry::images::{data, Pusher};
+use registry::{Registry, RegistryOptions};
+
+/// The discovery components of the built-in rule, plus three install-only ones.
+const COMPONENTS: [&str; 17] = [
+    "aws-ebs-csi-driver",
+    "cloud-credential-operator",
+    "cluster-bootstrap",
+    "cluster-config-operator",
+    "cluster-etcd-operator",
+    "cluster-ingress-operator",
+    "cluster-kube-apiserver-operator",
+    "cluster-kube-controller-manager-operator",
+    "cluster-kube-scheduler-operator",
+    "cluster-policy-controller",
+    "console",
+    "etcd",
+    "hyperkube",
+    "installer",
+    "machine-config-operator",
+    "must-gather",
+    "pod",
+];
+
+/// A tar archive of `(path, bytes)` regular files (directories for paths ending in `/`); names
+/// are written raw, so hostile ones reach the archive.
+fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, bytes) in files {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        if path.ends_with('/') {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+            h.set_mode(0o755);
+        } else {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+        }
+        h.set_cksum();
+        b.append(&h, *bytes).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// Gzip without compression: byte-identical whatever deflate implementation is linked, so the
+/// golden digests stay put.
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut g = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+    g.write_all(bytes).unwrap();
+    g.finish().unwrap()
+}
+
+fn image_references(host: &str, components: &[(&str, String)]) -> Vec<u8> {
+    let tags: Vec<_> = components
+        .iter()
+        .map(|(name, digest)| {
+            serde_json::json!({
+                "name": name,
+                "annotations": {"io.openshift.build.source-location": "https://example.invalid"},
+                "from": {"kind": "DockerImage", "name": format!("{host}/ocp/art-dev@{digest}")},
+                "generation": null, "importPolicy": {}, "referencePolicy": {"type": ""}
+            })
+        })
+        .collect();
+    serde_json::to_vec_pretty(&serde_json::json!({
+        "kind": "ImageStream", "apiVersion": "image.openshift.io/v1",
+        "metadata": {"name": "4.14.3", "creationTimestamp": null},
+        "spec": {"lookupPolicy": {"local": false}, "tags": tags}
+    }))
+    .unwrap()
+}
+
+fn fake(repo: &str, n: u8) -> String {
+    format!(
+        "registry.example/{repo}@sha256:{}",
+        format!("{n:02x}").repeat(32)
+    )
+}
+
+/// `foo` (JSON stream): `stable` 1.0.0 <- 1.1.0 <- 1.2.0 (also skipping 1.1.1), `fast` head
+/// 2.0.0, default `stable`; `bar` (YAML): `alpha` 0.1.0 <- 0.2.0, `beta` 0.3.0.
+fn catalog_files() -> (String, String) {
+    let bundle = |pkg: &str, v: &str, n: u8, rel: &[String]| {
+        serde_json::json!({
+            "schema": "olm.bundle", "name": format!("{pkg}.v{v}"), "package": pkg,
+            "image": fake(&format!("{pkg}/bundle"), n),
+            "properties": [{"type": "olm.package", "value": {"packageName": pkg, "version": v}}],
+            "relatedImages": rel.iter().map(|r| serde_json::json!({"name": "", "image": r})).collect::<Vec<_>>()
+        })
+        .to_string()
+    };
+    let foo_json = [
+        serde_json::json!({"schema": "olm.package", "name": "foo", "defaultChannel": "stable"})
+            .to_string(),
+        serde_json::json!({"schema": "olm.channel", "name": "stable", "package": "foo", "entries": [
+            {"name": "foo.v1.0.0"},
+            {"name": "foo.v1.1.0", "replaces": "foo.v1.0.0"},
+            {"name": "foo.v1.1.1", "replaces": "foo.v1.0.0"},
+            {"name": "foo.v1.2.0", "replaces": "foo.v1.1.0", "skips": ["foo.v1.1.1"]}]})
+        .to_string(),
+        serde_json::json!({"schema": "olm.channel", "name": "fast", "package": "foo", "entries": [
+            {"name": "foo.v1.2.0"}, {"name": "foo.v2.0.0", "replaces": "foo.v1.2.0"}]})
+        .to_string(),
+        bundle("foo", "1.0.0", 0x10, &[fake("foo/op", 0x11)]),
+        bundle("foo", "1.1.0", 0x12, &[fake("foo/op", 0x13)]),
+        bundle("foo", "1.1.1", 0x14, &[fake("foo/op", 0x15)]),
+        bundle(
+            "foo",
+            "1.2.0",
+            0x16,
+            &[fake("foo/op", 0x17), fake("foo/kube-rbac-proxy", 0x18)],
+        ),
+        bundle("foo", "2.0.0", 0x20, &[fake("foo/op", 0x21)]),
+    ]
+    .join("\n");
+    let mut bar_yaml = String::from(
+        "---\nschema: olm.package\nname: bar\ndefaultChannel: alpha\n---\nschema: olm.channel\n\
+         name: alpha\npackage: bar\nentries:\n  - name: bar.v0.1.0\n  - name: bar.v0.2.0\n    \
+         replaces: bar.v0.1.0\n---\nschema: olm.channel\nname: beta\npackage: bar\nentries:\n  \
+         - name: bar.v0.3.0\n",
+    );
+    for (v, n) in [("0.1.0", 0x30u8), ("0.2.0", 0x32), ("0.3.0", 0x34)] {
+        bar_yaml += &format!(
+            "---\nschema: olm.bundle\nname: bar.v{v}\npackage: bar\nimage: {}\nproperties:\n  \
+             - type: olm.package\n    value: {{packageName: bar, version: {v}}}\n\
+             relatedImages:\n  - name: op\n    image: {}\n",
+            fake("bar/bundle", n),
+            fake("bar/op", n + 1)
+        );
+    }
+    (foo_json, bar_yaml)
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    reg: Registry,
+    host: String,
+    /// The release image's digest: its payload names the registry, whose port varies.
+    release: String,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start(&dir.path().join("registry"), RegistryOptions::default());
+    let host = reg.host();
+    let p = Pusher::new(&reg.url());
+    // Components, by digest only.
+    let mut components = Vec::new();
+    for (i, name) in COMPONENTS.iter().enumerate() {
+        let layer = tar_of(&[
+            ("usr/bin/", b""),
+            ("usr/bin/component", &data(i as u64, 64)),
+        ]);
+        let img = p.image("ocp/art-dev", None, false, "amd64", &[&layer]);
+        components.push((*name, img.manifest.digest));
+    }
+    // The release image: Docker media types (gzip layers), a base layer and the payload.
+    let refs = image_references(&host, &components);
+    let base = gz(&tar_of(&[("usr/bin/cluster-version-operator", b"elf")]));
+    let payload = gz(&tar_of(&[
+        ("release-manifests/", b""),
+        ("release-manifests/image-references", &refs),
+        (
+            "release-manifests/release-metadata",
+            br#"{"kind":"cincinnati-metadata-v0","version":"4.14.3"}"#,
+        ),
+    ]));
+    let release = p.image(
+        "ocp/release",
+        Some("4.14.3-x86_64"),
+        true,
+        "amd64",
+        &[&base, &payload],
+    );
+    // Not a release: no image-references.
+    p.image(
+        "ocp/release",
+        Some("4.14.4-x86_64"),
+        true,
+        "amd64",
+        &[&base],
+    );
+    // A release whose payload layer carries a traversal entry.
+    let evil = gz(&tar_of(&[
+        ("release-manifests/image-references", &refs),
+        (
+            "release-manifests/../../../etc/cron.d/x",
+            b"* * * * * root true",
+        ),
+    ]));
+    p.image(
+        "ocp/release",
+        Some("4.14.5-x86_64"),
+        true,
+        "amd64",
+        &[&evil],
+    );
+    // The catalog: OCI media types (plain tar layer).
+    let (foo_json, bar_yaml) = catalog_files();
+    let cat = tar_of(&[
+        ("bin/opm", b"elf"),
+        ("configs/", b""),
+        ("configs/foo/catalog.json", foo_json.as_bytes()),
+        ("configs/bar/catalog.yaml", bar_yaml.as_bytes()),
+    ]);
+    p.image("operators/index", Some("v4.14"), false, "amd64", &[&cat]);
+    // Assisted-installer and additional images, by tag.
+    for (i, repo) in [
+        "ai/assisted-installer-agent-rhel8",
+        "ai/assisted-installer-rhel8",
+        "ai/assisted-installer-reporter-rhel8",
+        "tools/troubleshoot",
+        "tools/unwanted-aws-helper",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let layer = tar_of(&[("bin/tool", &data(100 + i as u64, 64))]);
+        let tag = if repo.starts_with("tools/") {
+            "latest"
+        } else {
+            "v1.0.0-89"
+        };
+        p.image(repo, Some(tag), false, "amd64", &[&layer]);
+    }
+    Setup {
+        dir,
+        reg,
+        host,
+        release: release.manifest.digest,
+    }
+}
+
+impl Setup {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text.replace("{{HOST}}", &self.host)).unwrap();
+        p
+    }
+
+    fn args(&self, out: &str) -> ImagesArgs {
+        let auth = self.write("auth.json", "{\"auths\": {}}\n");
+        let conf = self.write("registries.conf", "");
+        ImagesArgs {
+            output: self.path(out),
+            store: Some(self.path("store")),
+            authfile: Some(auth),
+            registries_conf: Some(conf),
+            insecure_registry: vec![self.reg.host()],
+            release_base: format!("{}/ocp/release", self.host),
+            retries: 2,
+            jobs: Some(4),
+            quiet: true,
+            ..ImagesArgs::default()
+        }
+    }
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/imageset")
+}
+
+/// Compares an output file with its golden file (the registry address as `{{HOST}}`).
+fn golden(s: &Setup, out: &Path, name: &str, golden_name: &str) {
+    let got = std::fs::read_to_string(out.join(name))
+        .unwrap()
+        .replace(&s.host, "{{HOST}}")
+        .replace(&s.release, "{{RELEASE}}");
+    let g = fixtures().join(golden_name);
+    if std::env::var_os("PRESTAGE_BLESS").is_some() {
+        std::fs::create_dir_all(fixtures()).unwrap();
+        std::fs::write(&g, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&g).unwrap_or_else(|e| panic!("{}: {e}", g.display()));
+    assert_eq!(got, want, "{name} differs from {}", g.display());
+}
+
+const IMAGESET: &str = "\
+kind: ImageSetConfiguration
+apiVersion: mirror.openshift.io/v2alpha1
+mirror:
+  platform:
+    architectures: [amd64]
+    channels:
+      - name: stable-4.14
+        type: ocp
+        minVersion: 4.14.3
+        maxVersion: 4.14.3
+  operators:
+    - catalog: {{HOST}}/operators/index:v4.14
+      packages:
+        - name: foo
+        - name: bar
+          channels:
+            - name: alpha
+              minVersion: 0.1.0
+              maxVersion: 0.2.0
+            - name: beta
+  additionalImages:
+    - name: {{HOST}}/tools/troubleshoot:latest
+    - name: {{HOST}}/tools/unwanted-aws-helper:latest
+  blockedImages:
+    - name: registry.example/foo/kube-rbac-proxy
+";
+
+#[test]
+fn release_catalog_and_imageset_config() {
+    let s = setup();
+    let config = s.write("imageset.yaml", IMAGESET);
+    let ai = s.write(
+        "ai-images.txt",
+        "# assisted-installer images\n{{HOST}}/ai/assisted-installer-agent-rhel8:v1.0.0-89\n\
+         {{HOST}}/ai/assisted-installer-rhel8:v1.0.0-89\n\
+         {{HOST}}/ai/assisted-installer-reporter-rhel8:v1.0.0-89\n",
+    );
+    let filter = s.write("filter.yaml", "patterns:\n  - '-aws-'\n");
+    let t0 = std::time::Instant::now();
+    let mut args = s.args("out");
+    args.config = Some(config);
+    args.assisted_images = Some(ai);
+    args.filter = Some(filter);
+    run(args.clone()).unwrap();
+    say!("prestage images: {:.1}s", t0.elapsed().as_secs_f64());
+    let out = s.path("out");
+    golden(&s, &out, "ai-images.txt", "ai-images.txt");
+    golden(&s, &out, "ocp-images.txt", "ocp-images.txt");
+    golden(&s, &out, "mapping.txt", "mapping.txt");
+    golden(&s, &out, "imageset.yaml", "imageset.yaml");
+
+    // Discovery: release image, 3 assisted images, the 14 components of the rule.
+    let ai = std::fs::read_to_string(out.join("ai-images.txt")).unwrap();
+    assert_eq!(ai.lines().count(), 1 + 3 + 14);
+    // Install: release image, 16 components (aws filtered), the reporter, 2 + 4 operator
+    // images (foo 1.2.0 bundle and op, its proxy blocked; bar 0.1.0, 0.2.0, 0.3.0 bundles and
+    // ops), troubleshoot.
+    let ocp = std::fs::read_to_string(out.join("ocp-images.txt")).unwrap();
+    assert_eq!(ocp.lines().count(), 1 + 16 + 1 + 2 + 6 + 1);
+    assert!(ocp.lines().all(|l| l.contains("@sha256:")));
+
+    // Running again gives the same bytes; the effective imageset.yaml reproduces the lists.
+    let mut again = args.clone();
+    again.output = s.path("again");
+    run(again).unwrap();
+    for f in [
+        "ai-images.txt",
+        "ocp-images.txt",
+        "mapping.txt",
+        "imageset.yaml",
+    ] {
+        assert_eq!(
+            std::fs::read(out.join(f)).unwrap(),
+            std::fs::read(s.path("again").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let mut eff = args;
+    eff.output = s.path("effective");
+    eff.config = Some(out.join("imageset.yaml"));
+    run(eff).unwrap();
+    assert_eq!(
+        std::fs::read(out.join("mapping.txt")).unwrap(),
+        std::fs::read(s.path("effective").join("mapping.txt")).unwrap()
+    );
+}
+
+#[test]
+fn release_by_version_alone() {
+    let s = setup();
+    let mut args = s.args("out");
+    args.release = Some("4.14.3".into());
+    run(args).unwrap();
+    let ai = std::fs::read_to_string(s.path("out/ai-images.txt")).unwrap();
+    assert_eq!(ai.lines().count(), 1 + 14);
+    let ocp = std::fs::read_to_string(s.path("out/ocp-images.txt")).unwrap();
+    assert_eq!(ocp.lines().count(), 1 + 17);
+    let mapping = std::fs::read_to_string(s.path("out/mapping.txt")).unwrap();
+    assert!(
+        mapping
+            .lines()
+            .any(|l| l.ends_with("=localhost/ocp/art-dev:4.14.3-x86_64-etcd")),
+        "{mapping}"
+    );
+    assert!(
+        mapping
+            .lines()
+            .any(|l| l.ends_with("=localhost/ocp/release:4.14.3-x86_64")),
+        "{mapping}"
+    );
+}
+
+#[test]
+fn malformed_inputs_fail_clearly() {
+    let s = setup();
+    let fail = |args: ImagesArgs| {
+        let e = format!("{:#}", run(args).unwrap_err());
+        say!("error: {e}");
+        assert!(!e.contains('\n'), "one line expected: {e}");
+        e
+    };
+
+    let mut a = s.args("o1");
+    a.release = Some("4.14.4".into());
+    let e = fail(a);
+    assert!(
+        e.contains("/ocp/release:4.14.4-x86_64: no release-manifests/image-references"),
+        "{e}"
+    );
+
+    let mut a = s.args("o2");
+    a.release = Some("4.14.5".into());
+    let e = fail(a);
+    assert!(e.contains("path traversal"), "{e}");
+
+    let mut a = s.args("o3");
+    a.config = Some(s.write(
+        "bad.yaml",
+        &IMAGESET.replace("- name: beta", "- nmae: beta"),
+    ));
+    let e = fail(a);
+    assert!(
+        e.contains("bad.yaml: mirror.operators[0].packages[1].channels[1].nmae: unknown field"),
+        "{e}"
+    );
+
+    let mut a = s.args("o4");
+    a.config = Some(s.write("broken.yaml", "kind: ImageSetConfiguration\nmirror: [\n"));
+    let e = fail(a);
+    assert!(e.contains("broken.yaml: "), "{e}");
+
+    let mut a = s.args("o5");
+    a.config = Some(s.write(
+        "nopkg.yaml",
+        &IMAGESET.replace("- name: foo", "- name: fooo"),
+    ));
+    let e = fail(a);
+    assert!(
+        e.contains("/operators/index:v4.14: no package `fooo`"),
+        "{e}"
+    );
+
+    let mut a = s.args("o6");
+    a.config = Some(s.write(
+        "nochan.yaml",
+        &IMAGESET.replace("- name: beta", "- name: gamma"),
+    ));
+    let e = fail(a);
+    assert!(
+        e.contains("package `bar` has no channel `gamma` (channels: alpha, beta)"),
+        "{e}"
+    );
+    for o in ["o1", "o2", "o3", "o4", "o5", "o6"] {
+        assert!(!s.path(o).join("mapping.txt").exists(), "{o}");
+    }
+}

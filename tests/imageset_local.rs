@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use prestage::fetch::cli::RegistryArgs;
 use prestage::imageset::cli::{run, ImagesArgs};
 use sha2::Digest as _;
 
@@ -80,12 +81,15 @@ fn args(root: &Path, config: &Path, out: &str) -> ImagesArgs {
     ImagesArgs {
         config: Some(config.to_path_buf()),
         output: root.join(out),
-        store: Some(root.join("store")),
-        authfile: Some(root.join("auth.json")),
-        registries_conf: Some(root.join("registries.conf")),
+        registry: RegistryArgs {
+            store: Some(root.join("store")),
+            authfile: Some(root.join("auth.json")),
+            registries_conf: Some(root.join("registries.conf")),
+            retries: 1,
+            jobs: Some(2),
+            ..RegistryArgs::default()
+        },
         release_base: "quay.io/openshift-release-dev/ocp-release".into(),
-        retries: 1,
-        jobs: Some(2),
         quiet: true,
         ..ImagesArgs::default()
     }

@@ -13,6 +13,7 @@ mod registry;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use prestage::fetch::cli::RegistryArgs;
 use prestage::imageset::cli::{run, ImagesArgs};
 use registry::images::{data, Pusher};
 use registry::{Registry, RegistryOptions};
@@ -265,13 +266,16 @@ impl Setup {
         let conf = self.write("registries.conf", "");
         ImagesArgs {
             output: self.path(out),
-            store: Some(self.path("store")),
-            authfile: Some(auth),
-            registries_conf: Some(conf),
-            insecure_registry: vec![self.reg.host()],
+            registry: RegistryArgs {
+                store: Some(self.path("store")),
+                authfile: Some(auth),
+                registries_conf: Some(conf),
+                insecure_registry: vec![self.reg.host()],
+                retries: 2,
+                jobs: Some(4),
+                ..RegistryArgs::default()
+            },
             release_base: format!("{}/ocp/release", self.host),
-            retries: 2,
-            jobs: Some(4),
             quiet: true,
             ..ImagesArgs::default()
         }

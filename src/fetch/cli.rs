@@ -26,15 +26,30 @@ pub struct PullArgs {
     /// File with one reference per line (`#` starts a comment).
     #[arg(long, value_name = "FILE")]
     pub list: Option<PathBuf>,
-    /// Store directory (default `$XDG_CACHE_HOME/prestage`).
-    #[arg(long, value_name = "DIR")]
-    pub store: Option<PathBuf>,
+    /// Store and registry access.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// Architecture of the instance kept from manifest lists (`ARCH[/VARIANT]`).
     #[arg(long, default_value = "amd64")]
     pub arch: String,
     /// Keep every instance of manifest lists.
     #[arg(long)]
     pub all_arches: bool,
+    /// Print a JSON summary on stdout (images, blobs fetched, blobs reused, bytes, seconds).
+    #[arg(long)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `prestage store` subcommands.
+/// Store and registry options shared by `pull` and `images`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RegistryArgs {
+    /// Store directory (default `$XDG_CACHE_HOME/prestage`).
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
     /// Parallel downloads (default: 4 per core, 4 to 32).
     #[arg(short, long)]
     pub jobs: Option<usize>,
@@ -57,15 +72,78 @@ pub struct PullArgs {
     /// Attempts per download before a transient failure becomes fatal.
     #[arg(long, default_value_t = 6)]
     pub retries: u32,
-    /// Print a JSON summary on stdout (images, blobs fetched, blobs reused, bytes, seconds).
-    #[arg(long)]
-    pub json: bool,
-    /// No progress output.
-    #[arg(short, long)]
-    pub quiet: bool,
 }
 
-/// `prestage store` subcommands.
+/// What [`RegistryArgs`] resolve to: loaded credentials and mirrors, checked options.
+pub struct Connection {
+    auth: AuthConfig,
+    mirrors: RegistriesConf,
+    cert_dirs: Vec<PathBuf>,
+    insecure: Vec<String>,
+    retries: u32,
+    /// Parallel downloads.
+    pub jobs: usize,
+}
+
+impl RegistryArgs {
+    /// Checks the options and loads the auth file and registries.conf.
+    pub fn connect(&self) -> Result<Connection> {
+        if self.jobs == Some(0) {
+            bail!("--jobs must be at least 1");
+        }
+        if self.retries == 0 {
+            bail!("--retries must be at least 1");
+        }
+        for d in &self.cert_dir {
+            if !d.is_dir() {
+                bail!("--cert-dir {}: no such directory", d.display());
+            }
+        }
+        Ok(Connection {
+            auth: AuthConfig::load(self.authfile.as_deref())?,
+            mirrors: RegistriesConf::load(self.registries_conf.as_deref())?,
+            cert_dirs: self.cert_dir.clone(),
+            insecure: self.insecure_registry.clone(),
+            retries: self.retries,
+            jobs: self.jobs.unwrap_or_else(default_jobs),
+        })
+    }
+
+    /// Opens (creating it if needed) the store.
+    pub fn open_store(&self) -> Result<Store> {
+        Store::open(&store_dir(self.store.clone())?)
+    }
+}
+
+impl Connection {
+    /// Pull options for `requests`.
+    pub fn options(&self, requests: Vec<Request>, arch: &str, all_arches: bool) -> PullOptions {
+        let registries = Registries::new(ClientSettings {
+            auth: self.auth.clone(),
+            tls: TlsSettings {
+                cert_dirs: self.cert_dirs.clone(),
+                system_dirs: true,
+            },
+            insecure: self.insecure.iter().cloned().collect(),
+            connect_timeout: Duration::from_secs(30),
+            io_timeout: Duration::from_secs(120),
+            connections: self.jobs,
+        });
+        PullOptions {
+            requests,
+            arch: arch.to_string(),
+            all_arches,
+            jobs: self.jobs,
+            registries,
+            mirrors: self.mirrors.clone(),
+            retry: RetryPolicy {
+                attempts: self.retries,
+                ..RetryPolicy::default()
+            },
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum StoreCommand {
     /// Re-hash every blob and manifest, and check every recorded reference is complete.
@@ -147,45 +225,11 @@ pub fn pull(a: PullArgs) -> Result<()> {
     }
     let mut seen = HashSet::new();
     requests.retain(|r| seen.insert(r.key.clone()));
-    if a.jobs == Some(0) {
-        bail!("--jobs must be at least 1");
-    }
-    if a.retries == 0 {
-        bail!("--retries must be at least 1");
-    }
-    let jobs = a.jobs.unwrap_or_else(default_jobs);
-    let auth = AuthConfig::load(a.authfile.as_deref())?;
-    let mirrors = RegistriesConf::load(a.registries_conf.as_deref())?;
-    for d in &a.cert_dir {
-        if !d.is_dir() {
-            bail!("--cert-dir {}: no such directory", d.display());
-        }
-    }
-    let registries = Registries::new(ClientSettings {
-        auth,
-        tls: TlsSettings {
-            cert_dirs: a.cert_dir.clone(),
-            system_dirs: true,
-        },
-        insecure: a.insecure_registry.iter().cloned().collect(),
-        connect_timeout: Duration::from_secs(30),
-        io_timeout: Duration::from_secs(120),
-        connections: jobs,
-    });
-    let opts = PullOptions {
-        requests,
-        arch: a.arch.clone(),
-        all_arches: a.all_arches,
-        jobs,
-        registries,
-        mirrors,
-        retry: RetryPolicy {
-            attempts: a.retries,
-            ..RetryPolicy::default()
-        },
-    };
-    let dir = store_dir(a.store)?;
-    let store = Store::open(&dir)?;
+    let opts = a
+        .registry
+        .connect()?
+        .options(requests, &a.arch, a.all_arches);
+    let store = a.registry.open_store()?;
     let progress = Progress::new(a.quiet);
     let s = pull::pull(&store, &opts, &progress)?;
     if a.json {

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
@@ -17,15 +16,11 @@ use super::filter::Filter;
 use super::layers::{self, Limits};
 use super::lists::{self, AssistedImages, DiscoveryRule, Inputs, Resolved};
 use super::release::{self, Release};
-use crate::fetch::auth::AuthConfig;
-use crate::fetch::mirrors::RegistriesConf;
+use crate::fetch::cli::{Connection, RegistryArgs};
 use crate::fetch::progress::Progress;
-use crate::fetch::pull::{self, PullOptions, Request};
+use crate::fetch::pull::{self, Request};
 use crate::fetch::reference::{canonical_key, ImageRef};
-use crate::fetch::registry::{ClientSettings, Registries};
-use crate::fetch::retry::RetryPolicy;
 use crate::fetch::store::{Store, StoredImage};
-use crate::fetch::tls::TlsSettings;
 
 /// `prestage images` arguments.
 #[derive(Args, Debug, Clone, Default)]
@@ -70,28 +65,9 @@ pub struct ImagesArgs {
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Store directory (default `$XDG_CACHE_HOME/prestage`).
-    #[arg(long, value_name = "DIR")]
-    pub store: Option<PathBuf>,
-    /// Parallel downloads (default: 4 per core, 4 to 32).
-    #[arg(short, long)]
-    pub jobs: Option<usize>,
-    /// Auth file (pull secret / auth.json).
-    #[arg(long, value_name = "FILE")]
-    pub authfile: Option<PathBuf>,
-    /// Certificate directory (repeatable), as for `prestage pull`.
-    #[arg(long, value_name = "DIR")]
-    pub cert_dir: Vec<PathBuf>,
-    /// Registry (`HOST[:PORT]`) reached without TLS verification or over plain HTTP
-    /// (repeatable).
-    #[arg(long, value_name = "HOST[:PORT]")]
-    pub insecure_registry: Vec<String>,
-    /// registries.conf with mirrors.
-    #[arg(long, value_name = "FILE")]
-    pub registries_conf: Option<PathBuf>,
-    /// Attempts per download before a transient failure becomes fatal.
-    #[arg(long, default_value_t = 6)]
-    pub retries: u32,
+    /// Store and registry access (as for `prestage pull`).
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// No progress output.
     #[arg(short, long)]
     pub quiet: bool,
@@ -99,10 +75,8 @@ pub struct ImagesArgs {
 
 struct Puller {
     store: Store,
-    args: ImagesArgs,
-    auth: AuthConfig,
-    mirrors: RegistriesConf,
-    jobs: usize,
+    conn: Connection,
+    quiet: bool,
     arch: String,
 }
 
@@ -115,30 +89,8 @@ impl Puller {
             .iter()
             .map(|r| Request::parse(r).map_err(|e| anyhow!("{r}: {e:#}")))
             .collect::<Result<Vec<_>>>()?;
-        let registries = Registries::new(ClientSettings {
-            auth: self.auth.clone(),
-            tls: TlsSettings {
-                cert_dirs: self.args.cert_dir.clone(),
-                system_dirs: true,
-            },
-            insecure: self.args.insecure_registry.iter().cloned().collect(),
-            connect_timeout: Duration::from_secs(30),
-            io_timeout: Duration::from_secs(120),
-            connections: self.jobs,
-        });
-        let opts = PullOptions {
-            requests,
-            arch: self.arch.clone(),
-            all_arches: false,
-            jobs: self.jobs,
-            registries,
-            mirrors: self.mirrors.clone(),
-            retry: RetryPolicy {
-                attempts: self.args.retries,
-                ..RetryPolicy::default()
-            },
-        };
-        pull::pull(&self.store, &opts, &Progress::new(self.args.quiet))?;
+        let opts = self.conn.options(requests, &self.arch, false);
+        pull::pull(&self.store, &opts, &Progress::new(self.quiet))?;
         Ok(())
     }
 
@@ -273,13 +225,6 @@ fn select_operators(p: &Puller, set: &ImageSet) -> Result<Vec<Selected>> {
     Ok(out)
 }
 
-fn default_jobs() -> usize {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    (cores * 4).clamp(4, 32)
-}
-
 /// Runs `prestage images`.
 pub fn run(a: ImagesArgs) -> Result<()> {
     let set = image_set(&a)?;
@@ -292,17 +237,7 @@ pub fn run(a: ImagesArgs) -> Result<()> {
         Some(p) => Filter::load(p)?,
         None => Filter::default(),
     };
-    if a.jobs == Some(0) {
-        bail!("--jobs must be at least 1");
-    }
-    if a.retries == 0 {
-        bail!("--retries must be at least 1");
-    }
-    for d in &a.cert_dir {
-        if !d.is_dir() {
-            bail!("--cert-dir {}: no such directory", d.display());
-        }
-    }
+    let conn = a.registry.connect()?;
     let release_ref = release_ref(&set, &a.release_base)?;
     if release_ref.is_none()
         && set.operators.is_empty()
@@ -311,22 +246,16 @@ pub fn run(a: ImagesArgs) -> Result<()> {
     {
         bail!("no images: give --release, --config or image lists");
     }
-    let store_dir = match &a.store {
-        Some(s) => s.clone(),
-        None => Store::default_dir()?,
-    };
     let puller = Puller {
-        store: Store::open(&store_dir)?,
-        auth: AuthConfig::load(a.authfile.as_deref())?,
-        mirrors: RegistriesConf::load(a.registries_conf.as_deref())?,
-        jobs: a.jobs.unwrap_or_else(default_jobs),
+        store: a.registry.open_store()?,
+        conn,
+        quiet: a.quiet,
         // The payload of a multi-arch release lists the same components in every instance.
         arch: if set.arch == "multi" {
             "amd64".to_string()
         } else {
             set.arch.clone()
         },
-        args: a.clone(),
     };
     // The release and the catalogs are read, so they are pulled first.
     let mut first: Vec<String> = release_ref.iter().cloned().collect();

@@ -19,7 +19,7 @@ pub fn install() -> anyhow::Result<()> {
                 let _ = std::fs::remove_file(&p);
             }
         }
-        eprintln!("prestage: interrupted; temporary files removed (partial downloads stay in the store and resume)");
+        eprintln!("prestage: interrupted; temporary files removed");
         std::process::exit(130);
     })
     .map_err(|e| anyhow::anyhow!("installing the interrupt handler: {e}"))

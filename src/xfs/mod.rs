@@ -242,6 +242,14 @@ fn timestamp(secs: i64, bigtime: bool) -> [u8; 8] {
     }
 }
 
+/// Sets an inode's access, modification, change and creation times to `secs`.
+fn set_times(inode: &mut [u8], secs: i64) {
+    let t = timestamp(secs, be64(inode, core::FLAGS2) & core::DIFLAG2_BIGTIME != 0);
+    for at in [core::ATIME, core::MTIME, core::CTIME, core::CRTIME] {
+        inode[at..at + 8].copy_from_slice(&t);
+    }
+}
+
 /// Clears the unwritten flag of `n` packed extent records starting at `at`.
 fn mark_written(buf: &mut [u8], at: usize, n: usize) -> Result<()> {
     for i in 0..n {
@@ -411,11 +419,7 @@ pub fn build(
             b[core::MODE..core::MODE + 2].copy_from_slice(&new_mode.to_be_bytes());
             b[core::UID..core::UID + 4].copy_from_slice(&uid.to_be_bytes());
             b[core::GID..core::GID + 4].copy_from_slice(&gid.to_be_bytes());
-            let bigtime = be64(b, core::FLAGS2) & core::DIFLAG2_BIGTIME != 0;
-            let t = timestamp(mtime, bigtime);
-            for at in [core::ATIME, core::MTIME, core::CTIME, core::CRTIME] {
-                b[at..at + 8].copy_from_slice(&t);
-            }
+            set_times(b, mtime);
             if let Some((_, size)) = file.filter(|&(_, s)| s > 0) {
                 b[core::SIZE..core::SIZE + 8].copy_from_slice(&size.to_be_bytes());
                 let flags = be16(b, core::FLAGS) & !core::DIFLAG_PREALLOC;
@@ -450,10 +454,7 @@ pub fn build(
         let ino = be64(&raw_sb, at);
         let ino_at = sb.ino_to_byte(ino);
         patch(&f, ino_at, INODE, ino_at + INODE_CRC_OFFSET as u64, |b| {
-            let t = timestamp(mtime, be64(b, core::FLAGS2) & core::DIFLAG2_BIGTIME != 0);
-            for at in [core::ATIME, core::MTIME, core::CTIME, core::CRTIME] {
-                b[at..at + 8].copy_from_slice(&t);
-            }
+            set_times(b, mtime);
             Ok(())
         })
         .with_context(|| format!("setting the timestamps of inode {ino}"))?;
@@ -482,7 +483,6 @@ fn fix_leaf_hash<R: crate::diskio::ReadAt>(
     new: u32,
 ) -> Result<()> {
     use ondisk::DirForm;
-    const DIR_LEAF_OFFSET: u64 = 32 << 30;
     let form = fs.dir_form(dir_ino)?;
     if form == DirForm::Shortform {
         return Ok(());
@@ -513,7 +513,7 @@ fn fix_leaf_hash<R: crate::diskio::ReadAt>(
         blocks.push((at, first, count));
     } else {
         let per = 1u64 << sb.dirblklog;
-        let leaf_lb = DIR_LEAF_OFFSET >> sb.blocklog;
+        let leaf_lb = ondisk::DIR_LEAF_OFFSET >> sb.blocklog;
         for x in &info.extents {
             let mut lb = x.file_block.max(leaf_lb);
             while lb < (x.file_block + x.blocks).min(2 * leaf_lb) {

@@ -81,7 +81,7 @@ const SYMLINK_CRC_OFFSET: usize = 12;
 const SYMLINK_MAX_LEN: u64 = 1023;
 
 /// Byte offset in a directory's address space where the hash index (leaf) blocks start.
-const DIR_LEAF_OFFSET: u64 = 32 << 30;
+pub const DIR_LEAF_OFFSET: u64 = 32 << 30;
 
 const FMT_DEV: u8 = 0;
 const FMT_LOCAL: u8 = 1;

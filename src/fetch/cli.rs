@@ -116,6 +116,16 @@ impl RegistryArgs {
 }
 
 impl Connection {
+    /// TLS for another HTTPS service (`host[:port]`, e.g. an update service), with the same
+    /// certificate directories and insecure list as the registries.
+    pub fn tls_config(&self, host: &str) -> Result<std::sync::Arc<rustls::ClientConfig>> {
+        TlsSettings {
+            cert_dirs: self.cert_dirs.clone(),
+            system_dirs: true,
+        }
+        .client_config(host, self.insecure.iter().any(|h| h == host))
+    }
+
     /// Pull options for `requests`.
     pub fn options(&self, requests: Vec<Request>, arch: &str, all_arches: bool) -> PullOptions {
         let registries = Registries::new(ClientSettings {

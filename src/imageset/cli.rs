@@ -1,4 +1,5 @@
-//! `prestage images`: resolve an image set into the lists the node loads. Pulls the release and
+//! `prestage images`: resolve an image set into the lists the node loads. Resolves release
+//! channels through the update graph, pulls the release and
 //! catalog images into the store through the fetch stage, reads their layers from the store,
 //! selects operator bundles, resolves tagged references to digests (by pulling them, which also
 //! fills the store for the build), and writes `ai-images.txt`, `ocp-images.txt`, `mapping.txt`
@@ -13,6 +14,7 @@ use clap::Args;
 use super::catalog::{self, Selected};
 use super::config::{self, ImageSet, ReleaseSpec};
 use super::filter::Filter;
+use super::graph::{self, GraphSource};
 use super::layers::{self, Limits};
 use super::lists::{self, AssistedImages, DiscoveryRule, Inputs, Resolved};
 use super::release::{self, Release};
@@ -28,16 +30,24 @@ pub struct ImagesArgs {
     /// oc-mirror ImageSetConfiguration (mirror.openshift.io/v1alpha2 or v2alpha1).
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Release: an image reference, or a version X.Y.Z (see --release-base, --arch).
-    #[arg(long, value_name = "REF|X.Y.Z")]
+    /// Release: an image reference, a local OCI layout (oci:DIR[:REF], named on the node
+    /// BASE@DIGEST with BASE from --release-base), or a version X.Y.Z (see --release-base,
+    /// --arch).
+    #[arg(long, value_name = "REF|oci:DIR[:REF]|X.Y.Z")]
     pub release: Option<String>,
     /// Release architecture: amd64, arm64, ppc64le, s390x or multi (default: the config's, else
     /// amd64).
     #[arg(long)]
     pub arch: Option<String>,
-    /// Repository of release images, for --release X.Y.Z.
+    /// Repository of release images, for --release X.Y.Z and release images read from OCI
+    /// layouts.
     #[arg(long, value_name = "REPO", default_value = release::DEFAULT_RELEASE_BASE)]
     pub release_base: String,
+    /// Update graph for release channels that are not pinned to one version: the update
+    /// service's URL (queried with channel and arch) or a file holding its JSON answer
+    /// [default: https://api.openshift.com/api/upgrades_info/v1/graph].
+    #[arg(long, value_name = "URL|FILE")]
+    pub update_graph: Option<String>,
     /// Assisted-installer agent image (discovery stage).
     #[arg(long, value_name = "REF")]
     pub agent_image: Option<String>,
@@ -113,16 +123,60 @@ impl Puller {
     }
 }
 
-fn release_ref(set: &ImageSet, base: &str) -> Result<Option<String>> {
-    Ok(match &set.release {
-        None => None,
-        Some(ReleaseSpec::Image(r)) => Some(r.clone()),
-        Some(ReleaseSpec::Version { version, .. }) => Some(release::release_ref_for_version(
-            version,
-            &set.arch,
-            Some(base).filter(|b| !b.is_empty()),
-        )?),
-    })
+/// The releases of an image set, channels resolved through the update graph: each as a spec
+/// without channel ranges (for the effective `imageset.yaml`) and the reference to pull.
+/// `tls` gives the TLS configuration for the update service's host.
+fn resolve_releases(
+    set: &ImageSet,
+    a: &ImagesArgs,
+    tls: &dyn Fn(&str) -> Result<std::sync::Arc<rustls::ClientConfig>>,
+) -> Result<Vec<(ReleaseSpec, String)>> {
+    let base = Some(a.release_base.as_str()).filter(|b| !b.is_empty());
+    let source = GraphSource::parse(
+        a.update_graph
+            .as_deref()
+            .unwrap_or(graph::DEFAULT_UPDATE_GRAPH),
+    );
+    let mut out: Vec<(ReleaseSpec, String)> = Vec::new();
+    for spec in &set.releases {
+        match spec {
+            ReleaseSpec::Image(r) => out.push((spec.clone(), r.clone())),
+            ReleaseSpec::Version { version, .. } => out.push((
+                spec.clone(),
+                release::release_ref_for_version(version, &set.arch, base)?,
+            )),
+            ReleaseSpec::Channel(range) => {
+                let g = source
+                    .load(&range.name, &set.arch, tls)
+                    .with_context(|| format!("release channel {}", range.name))?;
+                let chosen = g.select(&range)?;
+                if !a.quiet {
+                    let versions: Vec<String> =
+                        chosen.iter().map(|n| n.version.to_string()).collect();
+                    eprintln!(
+                        "channel {}: {} release{} ({})",
+                        range.name,
+                        chosen.len(),
+                        if chosen.len() == 1 { "" } else { "s" },
+                        versions.join(", ")
+                    );
+                }
+                for n in chosen {
+                    out.push((
+                        ReleaseSpec::Version {
+                            version: n.version.to_string(),
+                            channel: Some(range.name.clone()),
+                        },
+                        n.payload.clone(),
+                    ));
+                }
+            }
+        }
+    }
+    // The same release from two entries is staged once.
+    let mut seen = std::collections::BTreeSet::new();
+    out.retain(|(_, r)| seen.insert(canonical_key(r)));
+    Ok(out)
 }
 
 /// The image set from the config file and the flags.
@@ -135,7 +189,12 @@ fn image_set(a: &ImagesArgs) -> Result<ImageSet> {
         },
     };
     if let Some(r) = &a.release {
-        let spec = if !r.contains('/') {
+        let spec = if let Some(dir) = r.strip_prefix("oci:") {
+            if dir.is_empty() {
+                bail!("--release oci:: needs a directory");
+            }
+            ReleaseSpec::Image(r.clone())
+        } else if !r.contains('/') {
             semver::Version::parse(r).with_context(|| {
                 format!("--release {r}: neither X.Y.Z nor an image reference (HOST/PATH:TAG)")
             })?;
@@ -149,7 +208,7 @@ fn image_set(a: &ImagesArgs) -> Result<ImageSet> {
             ReleaseSpec::Image(parsed.to_string())
         };
         set.merge(ImageSet {
-            release: Some(spec),
+            releases: vec![spec],
             ..ImageSet::default()
         })
         .context("--release and the config")?;
@@ -238,8 +297,7 @@ pub fn run(a: ImagesArgs) -> Result<()> {
         None => Filter::default(),
     };
     let conn = a.registry.connect()?;
-    let release_ref = release_ref(&set, &a.release_base)?;
-    if release_ref.is_none()
+    if set.releases.is_empty()
         && set.operators.is_empty()
         && set.additional_images.is_empty()
         && assisted == AssistedImages::default()
@@ -257,22 +315,31 @@ pub fn run(a: ImagesArgs) -> Result<()> {
             set.arch.clone()
         },
     };
-    // The release and the catalogs are read, so they are pulled first.
-    let mut first: Vec<String> = release_ref.iter().cloned().collect();
+    let chosen = resolve_releases(&set, &a, &|host| puller.conn.tls_config(host))?;
+    // The releases and the catalogs are read, so they are pulled first.
+    let mut first: Vec<String> = chosen.iter().map(|(_, r)| r.clone()).collect();
     first.extend(set.operators.iter().map(|o| o.catalog.clone()));
     first.sort();
     first.dedup();
     puller.pull(&first)?;
-    let release: Option<Release> = match &release_ref {
-        Some(r) => {
-            let (_, blobs) = puller.layers(r)?;
-            Some(release::read(r, &blobs.layers)?)
+    let mut releases: Vec<Release> = Vec::new();
+    for (_, r) in &chosen {
+        let (img, blobs) = puller.layers(r)?;
+        let mut rel = release::read(r, &blobs.layers)?;
+        if r.starts_with("oci:") {
+            // A layout has no registry name: the node gets it as BASE@DIGEST.
+            rel.image = release::image_in(&a.release_base, &img.digest.to_string())
+                .with_context(|| format!("--release-base for {r}"))?;
         }
-        None => None,
-    };
+        releases.push(rel);
+    }
+    // Oldest first (the order names shared components' tags); unversioned ones first.
+    releases.sort_by_key(|r| r.version.as_deref().and_then(|v| semver::Version::parse(v).ok()));
+    let mut set = set;
+    set.releases = chosen.into_iter().map(|(spec, _)| spec).collect();
     let operators = select_operators(&puller, &set)?;
     let inputs = Inputs {
-        release: release.as_ref(),
+        releases: &releases,
         arch: &set.arch,
         assisted: &assisted,
         rule: &rule,
@@ -357,9 +424,10 @@ mod tests {
             ..ImagesArgs::default()
         };
         let set = image_set(&a).unwrap();
+        let chosen = resolve_releases(&set, &a, &|_| unreachable!("no channel")).unwrap();
         assert_eq!(
-            release_ref(&set, "").unwrap().as_deref(),
-            Some("quay.io/openshift-release-dev/ocp-release:4.14.3-aarch64")
+            chosen[0].1,
+            "quay.io/openshift-release-dev/ocp-release:4.14.3-aarch64"
         );
         let a = ImagesArgs {
             release: Some("docker://quay.io/x/release:4.14.3-x86_64".into()),
@@ -367,8 +435,17 @@ mod tests {
         };
         let set = image_set(&a).unwrap();
         assert_eq!(
-            set.release,
-            Some(ReleaseSpec::Image("quay.io/x/release:4.14.3-x86_64".into()))
+            set.releases,
+            [ReleaseSpec::Image("quay.io/x/release:4.14.3-x86_64".into())]
+        );
+        let a = ImagesArgs {
+            release: Some("oci:/srv/release:4.14.3".into()),
+            ..ImagesArgs::default()
+        };
+        let set = image_set(&a).unwrap();
+        assert_eq!(
+            set.releases,
+            [ReleaseSpec::Image("oci:/srv/release:4.14.3".into())]
         );
         let a = ImagesArgs {
             release: Some("4.14".into()),

@@ -5,12 +5,13 @@
 //!
 //! Parsing is strict: unknown or misspelled fields are errors naming the field's path (e.g.
 //! `mirror.operators[0].packages[1].chanels`). Both API versions share one schema, the union of
-//! their fields. What prestage cannot do offline is refused with the reason: a release channel
-//! resolves to a release only when `minVersion == maxVersion` (anything else needs the update
-//! graph), one release and one architecture per image set (one partition stages one cluster),
+//! their fields. A release channel pinned to one version (`minVersion == maxVersion`) names the
+//! release image by its tag and needs nothing else; any other channel entry is resolved through
+//! the update graph ([`super::graph`]) into the releases it selects, and every selected release
+//! is staged. What prestage cannot do is refused with the reason: one architecture per image set,
 //! no Helm charts, no whole catalogs (`full: true` or no packages), no `minBundle`.
 //! Fields about mirroring rather than selection (`archiveSize`, `storageConfig`, `graph`,
-//! `shortestPath`, `kubeVirtContainer`, `targetName`/`targetCatalog`/`targetTag`, `originalRef`,
+//! `kubeVirtContainer`, `targetName`/`targetCatalog`/`targetTag`, `originalRef`,
 //! `skipDependencies`) are accepted and have no effect; operator dependencies are not resolved,
 //! so list the packages a selection depends on. A package-level `minVersion`/`maxVersion`
 //! applies to its channels that have no range of their own (to its default channel when it
@@ -21,6 +22,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::graph::ChannelRange;
 use super::release;
 use crate::fetch::reference::ImageRef;
 
@@ -31,11 +33,11 @@ pub const V1ALPHA2: &str = "mirror.openshift.io/v1alpha2";
 /// oc-mirror v2's API version.
 pub const V2ALPHA1: &str = "mirror.openshift.io/v2alpha1";
 
-/// The release an image set stages.
+/// A release an image set stages.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ReleaseSpec {
-    /// A release image reference.
+    /// A release image: a registry reference, or a local OCI layout (`oci:DIR[:REF]`).
     Image(String),
     /// A version (`X.Y.Z`), optionally from a named channel.
     Version {
@@ -44,6 +46,8 @@ pub enum ReleaseSpec {
         /// The channel it was given in, if any.
         channel: Option<String>,
     },
+    /// Releases of a channel, chosen through the update graph.
+    Channel(ChannelRange),
 }
 
 /// One channel selection of a package.
@@ -80,8 +84,8 @@ pub struct OperatorSet {
 /// An image set: everything that decides the lists.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ImageSet {
-    /// The release, if any.
-    pub release: Option<ReleaseSpec>,
+    /// The releases (usually one).
+    pub releases: Vec<ReleaseSpec>,
     /// Architecture (`amd64`, `arm64`, `ppc64le`, `s390x`, `multi`).
     pub arch: String,
     /// Operators.
@@ -292,6 +296,15 @@ fn check_ref(file: &str, field: &str, r: &str) -> Result<String> {
     Ok(parsed.to_string())
 }
 
+/// A registry reference (normalized) or a local OCI layout (`oci:DIR[:REF]`, kept as written).
+fn check_image_or_layout(file: &str, field: &str, r: &str) -> Result<String> {
+    match r.strip_prefix("oci:") {
+        Some("") => bail!("{file}: {field}: `oci:` needs a directory"),
+        Some(_) => Ok(r.to_string()),
+        None => check_ref(file, field, r),
+    }
+}
+
 fn check_version(file: &str, field: &str, v: &Option<String>) -> Result<()> {
     if let Some(s) = v {
         semver::Version::parse(s)
@@ -338,7 +351,7 @@ pub fn parse_imageset(file: &str, text: &str) -> Result<ImageSet> {
         }
         let mut releases = Vec::new();
         if let Some(r) = &p.release {
-            releases.push(ReleaseSpec::Image(check_ref(
+            releases.push(ReleaseSpec::Image(check_image_or_layout(
                 file,
                 "mirror.platform.release",
                 r,
@@ -351,37 +364,46 @@ pub fn parse_imageset(file: &str, text: &str) -> Result<ImageSet> {
             }
             check_version(file, &format!("{f}.minVersion"), &c.min_version)?;
             check_version(file, &format!("{f}.maxVersion"), &c.max_version)?;
-            match (&c.min_version, &c.max_version, c.full) {
-                (Some(a), Some(b), None | Some(false)) if a == b => {
-                    releases.push(ReleaseSpec::Version {
-                        version: a.clone(),
-                        channel: Some(c.name.clone()),
-                    });
+            if c.name.is_empty() {
+                bail!("{file}: {f}.name: empty");
+            }
+            let spec = match (&c.min_version, &c.max_version, c.full) {
+                (Some(a), Some(b), None | Some(false)) if a == b => ReleaseSpec::Version {
+                    version: a.clone(),
+                    channel: Some(c.name.clone()),
+                },
+                _ => {
+                    if let (Some(a), Some(b)) = (&c.min_version, &c.max_version) {
+                        let (lo, hi) = (semver::Version::parse(a)?, semver::Version::parse(b)?);
+                        if lo > hi {
+                            bail!("{file}: {f}: minVersion {a} is above maxVersion {b}");
+                        }
+                    }
+                    if c.shortest_path == Some(true)
+                        && (c.min_version.is_none() || c.max_version.is_none())
+                    {
+                        bail!("{file}: {f}.shortestPath: needs both minVersion and maxVersion");
+                    }
+                    ReleaseSpec::Channel(ChannelRange {
+                        name: c.name.clone(),
+                        min_version: c.min_version.clone(),
+                        max_version: c.max_version.clone(),
+                        full: c.full == Some(true),
+                        shortest_path: c.shortest_path == Some(true),
+                    })
                 }
-                _ => bail!(
-                    "{file}: {f} ({}): choosing versions in a channel needs the update graph, \
-                     which prestage does not query; pin one version with minVersion == \
-                     maxVersion",
-                    c.name
-                ),
+            };
+            if !releases.contains(&spec) {
+                releases.push(spec);
             }
         }
-        match releases.len() {
-            0 | 1 => set.release = releases.pop(),
-            n => bail!(
-                "{file}: mirror.platform: {n} releases selected; an image set stages one release"
-            ),
-        }
+        set.releases = releases;
     }
     for (i, o) in m.operators.iter().enumerate() {
         let f = format!("mirror.operators[{i}]");
         // A local OCI layout (`oci:DIR[:REF]`) is kept as written; the catalog itself is not
         // staged, only read.
-        let catalog = if o.catalog.starts_with("oci:") {
-            o.catalog.clone()
-        } else {
-            check_ref(file, &format!("{f}.catalog"), &o.catalog)?
-        };
+        let catalog = check_image_or_layout(file, &format!("{f}.catalog"), &o.catalog)?;
         if o.full == Some(true) {
             bail!("{file}: {f}.full: whole catalogs are not supported; list the packages");
         }
@@ -521,25 +543,36 @@ pub fn load_list(path: &Path) -> Result<Vec<String>> {
 }
 
 impl ImageSet {
-    /// Merges another image set into this one (release and architecture: `other`'s when set;
-    /// images and operators appended).
+    /// Merges another image set into this one (releases: `other`'s when this one has none;
+    /// architecture: `other`'s when set; images and operators appended). Two different
+    /// release selections are refused: one of them is likely a mistake.
     pub fn merge(&mut self, other: ImageSet) -> Result<()> {
-        if let Some(r) = other.release {
-            match (&self.release, &r) {
-                (None, _) => self.release = Some(r),
-                (Some(mine), _) if *mine == r => {}
-                // The same version, with or without its channel: keep the channel.
-                (
-                    Some(ReleaseSpec::Version { version: a, .. }),
-                    ReleaseSpec::Version {
-                        version: b,
-                        channel: None,
-                    },
-                ) if a == b => {}
-                (Some(mine), _) => {
-                    bail!("two releases given ({mine:?} and {r:?}); an image set stages one")
-                }
-            }
+        let same = |a: &ReleaseSpec, b: &ReleaseSpec| match (a, b) {
+            // The same version, with or without its channel.
+            (
+                ReleaseSpec::Version { version: x, .. },
+                ReleaseSpec::Version {
+                    version: y,
+                    channel: None,
+                },
+            ) => x == y,
+            _ => a == b,
+        };
+        if self.releases.is_empty() {
+            self.releases = other.releases;
+        } else if !other.releases.is_empty()
+            && !(self.releases.len() == other.releases.len()
+                && self
+                    .releases
+                    .iter()
+                    .zip(&other.releases)
+                    .all(|(a, b)| same(a, b)))
+        {
+            bail!(
+                "two release selections given ({:?} and {:?}); give one",
+                self.releases,
+                other.releases
+            );
         }
         if !other.arch.is_empty() {
             self.arch = other.arch;
@@ -556,25 +589,39 @@ impl ImageSet {
             architectures: vec![self.arch.clone()],
             ..PlatformDoc::default()
         };
-        match &self.release {
-            None => {}
-            Some(ReleaseSpec::Image(r)) => platform.release = Some(r.clone()),
-            Some(ReleaseSpec::Version { version, channel }) => {
-                let channel = match channel {
-                    Some(c) => c.clone(),
-                    None => {
-                        let v = semver::Version::parse(version)
-                            .with_context(|| format!("release version `{version}`"))?;
-                        format!("stable-{}.{}", v.major, v.minor)
+        for r in &self.releases {
+            match r {
+                ReleaseSpec::Image(r) => {
+                    if platform.release.is_some() {
+                        bail!("two release images ({r} and another): an ImageSetConfiguration names one");
                     }
-                };
-                platform.channels.push(ReleaseChannelDoc {
-                    name: channel,
+                    platform.release = Some(r.clone());
+                }
+                ReleaseSpec::Channel(c) => platform.channels.push(ReleaseChannelDoc {
+                    name: c.name.clone(),
                     kind: Some("ocp".to_string()),
-                    min_version: Some(version.clone()),
-                    max_version: Some(version.clone()),
-                    ..ReleaseChannelDoc::default()
-                });
+                    min_version: c.min_version.clone(),
+                    max_version: c.max_version.clone(),
+                    shortest_path: c.shortest_path.then_some(true),
+                    full: c.full.then_some(true),
+                }),
+                ReleaseSpec::Version { version, channel } => {
+                    let channel = match channel {
+                        Some(c) => c.clone(),
+                        None => {
+                            let v = semver::Version::parse(version)
+                                .with_context(|| format!("release version `{version}`"))?;
+                            format!("stable-{}.{}", v.major, v.minor)
+                        }
+                    };
+                    platform.channels.push(ReleaseChannelDoc {
+                        name: channel,
+                        kind: Some("ocp".to_string()),
+                        min_version: Some(version.clone()),
+                        max_version: Some(version.clone()),
+                        ..ReleaseChannelDoc::default()
+                    });
+                }
             }
         }
         let operators = self
@@ -676,11 +723,11 @@ mirror:
     fn v2alpha1_full() {
         let s = parse_imageset("imageset.yaml", FULL_V2).unwrap();
         assert_eq!(
-            s.release,
-            Some(ReleaseSpec::Version {
+            s.releases,
+            [ReleaseSpec::Version {
                 version: "4.14.3".into(),
                 channel: Some("stable-4.14".into())
-            })
+            }]
         );
         assert_eq!(s.arch, "amd64");
         assert_eq!(s.operators[0].packages[0].channels[0].name, None);
@@ -729,7 +776,7 @@ mirror:
       minVersion: 1.1.0
 ";
         let s = parse_imageset("isc.yaml", y).unwrap();
-        assert_eq!(s.release, None);
+        assert!(s.releases.is_empty());
         assert_eq!(
             s.operators[0].packages[0].channels,
             vec![ChannelSel {
@@ -782,12 +829,53 @@ mirror:
     }
 
     #[test]
-    fn refusals() {
-        let e = err(&FULL_V2.replace("maxVersion: 4.14.3", "maxVersion: 4.14.9"));
+    fn channel_ranges() {
+        let s = parse_imageset(
+            "isc.yaml",
+            &FULL_V2.replace(
+                "        maxVersion: 4.14.3\n",
+                "        maxVersion: 4.14.9\n        shortestPath: true\n      - name: fast-4.15\n",
+            ),
+        )
+        .unwrap();
+        let range = |name: &str, min: Option<&str>, max: Option<&str>, sp| {
+            ReleaseSpec::Channel(ChannelRange {
+                name: name.into(),
+                min_version: min.map(Into::into),
+                max_version: max.map(Into::into),
+                full: false,
+                shortest_path: sp,
+            })
+        };
+        assert_eq!(
+            s.releases,
+            [
+                range("stable-4.14", Some("4.14.3"), Some("4.14.9"), true),
+                range("fast-4.15", None, None, false)
+            ]
+        );
+        let back = parse_imageset("effective", &s.to_yaml().unwrap()).unwrap();
+        assert_eq!(back.releases, s.releases);
+        let e = err(&FULL_V2.replace("minVersion: 4.14.3", "minVersion: 4.14.10"));
         assert!(
-            e.contains("mirror.platform.channels[0] (stable-4.14): choosing versions in a channel needs the update graph"),
+            e.contains("mirror.platform.channels[0]: minVersion 4.14.10 is above maxVersion 4.14.3"),
             "{e}"
         );
+        let e = err(&FULL_V2.replace("minVersion: 4.14.3", "shortestPath: true"));
+        assert!(
+            e.contains("mirror.platform.channels[0].shortestPath: needs both minVersion and maxVersion"),
+            "{e}"
+        );
+        let s = parse_imageset(
+            "isc.yaml",
+            &FULL_V2.replace("channels:\n      - name: stable-4.14", "release: oci:/srv/release:4.14.3\n    channels:\n      - name: stable-4.14"),
+        )
+        .unwrap();
+        assert_eq!(s.releases[0], ReleaseSpec::Image("oci:/srv/release:4.14.3".into()));
+    }
+
+    #[test]
+    fn refusals() {
         let e = err(&FULL_V2.replace("[amd64]", "[amd64, arm64]"));
         assert!(
             e.contains("mirror.platform.architectures: 2 architectures"),
@@ -825,7 +913,7 @@ mirror:
     fn merging_flags_into_a_config() {
         let mut s = parse_imageset("imageset.yaml", FULL_V2).unwrap();
         let flag = |r: ReleaseSpec| ImageSet {
-            release: Some(r),
+            releases: vec![r],
             ..ImageSet::default()
         };
         s.merge(flag(ReleaseSpec::Version {
@@ -834,18 +922,18 @@ mirror:
         }))
         .unwrap();
         assert_eq!(
-            s.release,
-            Some(ReleaseSpec::Version {
+            s.releases,
+            [ReleaseSpec::Version {
                 version: "4.14.3".into(),
                 channel: Some("stable-4.14".into())
-            })
+            }]
         );
         assert_eq!(s.arch, "amd64");
         let e = s
             .merge(flag(ReleaseSpec::Image("quay.io/a/b:1".into())))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("two releases given"), "{e}");
+        assert!(e.contains("two release selections given"), "{e}");
     }
 
     #[test]

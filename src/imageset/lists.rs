@@ -2,7 +2,9 @@
 //!
 //! - Discovery (`ai-images.txt`): the release image, the assisted-installer agent, installer and
 //!   controller images, and the release components the discovery rule names (by default
-//!   `data/discovery-components.txt`, embedded).
+//!   `data/discovery-components.txt`, embedded). When an image set selects several releases
+//!   (a channel range), the discovery images of each are listed, so whichever of them a site
+//!   installs finds its discovery images on the partition.
 //! - Install (`ocp-images.txt`): the release image, every release component (the discovery ones
 //!   too: discovery storage is in RAM and gone after the reboot), the controller, the operators'
 //!   bundle and related images, and the additional images.
@@ -158,8 +160,8 @@ impl AssistedImages {
 /// Everything the lists are made of.
 #[derive(Clone, Copy)]
 pub struct Inputs<'a> {
-    /// The release, if any.
-    pub release: Option<&'a Release>,
+    /// The releases (usually one).
+    pub releases: &'a [Release],
     /// Architecture the release was chosen for (`amd64`, ...), used in tags.
     pub arch: &'a str,
     /// Assisted-installer images.
@@ -251,8 +253,8 @@ pub struct Blocked {
 /// The result: staged images (sorted by source), and what was left out.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ImageLists {
-    /// Release image, version and arch, when there is a release.
-    pub release: Option<ReleaseInfo>,
+    /// Release images, versions and arch, oldest first.
+    pub releases: Vec<ReleaseInfo>,
     /// Staged images, sorted by source.
     pub images: Vec<StagedImage>,
     /// Operator bundles selected.
@@ -280,26 +282,35 @@ struct Candidate {
     original: String,
     parsed: ImageRef,
     role: Role,
+    /// The version of the release it belongs to.
+    version: Option<String>,
     discovery: bool,
     install: bool,
 }
 
 fn candidates(inp: &Inputs) -> Result<Vec<Candidate>> {
     let mut v = Vec::new();
-    let mut add = |r: &str, role: Role, discovery: bool, install: bool| -> Result<()> {
+    let mut add = |r: &str,
+                   role: Role,
+                   version: &Option<String>,
+                   discovery: bool,
+                   install: bool|
+     -> Result<()> {
         let parsed = ImageRef::parse(r.strip_prefix("docker://").unwrap_or(r))
             .with_context(|| role.to_string())?;
         v.push(Candidate {
             original: r.to_string(),
             parsed,
             role,
+            version: version.clone(),
             discovery,
             install,
         });
         Ok(())
     };
-    if let Some(rel) = inp.release {
-        add(&rel.image, Role::Release, true, true)?;
+    for rel in inp.releases {
+        let version = rel.version.clone();
+        add(&rel.image, Role::Release, &version, true, true)?;
         let names: BTreeSet<&str> = rel.components.iter().map(|c| c.name.as_str()).collect();
         let missing: Vec<&str> = inp
             .rule
@@ -323,11 +334,13 @@ fn candidates(inp: &Inputs) -> Result<Vec<Candidate>> {
                 Role::Component {
                     name: c.name.clone(),
                 },
+                &version,
                 disc,
                 true,
             )?;
         }
     }
+    let version = None;
     let a = inp.assisted;
     for (r, role, disc, inst) in [
         (&a.agent, Role::Agent, true, false),
@@ -335,7 +348,7 @@ fn candidates(inp: &Inputs) -> Result<Vec<Candidate>> {
         (&a.controller, Role::Controller, true, true),
     ] {
         if let Some(r) = r {
-            add(r, role, disc, inst)?;
+            add(r, role, &version, disc, inst)?;
         }
     }
     for s in inp.operators {
@@ -346,13 +359,14 @@ fn candidates(inp: &Inputs) -> Result<Vec<Candidate>> {
                     package: s.package.clone(),
                     bundle: s.bundle.clone(),
                 },
+                &version,
                 false,
                 true,
             )?;
         }
     }
     for r in inp.additional {
-        add(r, Role::Additional, false, true)?;
+        add(r, Role::Additional, &version, false, true)?;
     }
     Ok(v)
 }
@@ -389,8 +403,8 @@ fn valid_tag(t: &str) -> bool {
 }
 
 /// The tag an image gets before collisions are handled (also what filters see).
-fn natural_tag(c: &Candidate, version: Option<&str>, arch: &str) -> Option<String> {
-    let t = match (&c.role, version) {
+fn natural_tag(c: &Candidate, arch: &str) -> Option<String> {
+    let t = match (&c.role, c.version.as_deref()) {
         (Role::Release, Some(v)) => Some(format!("{v}-{arch}")),
         (Role::Component { name }, Some(v)) => Some(format!("{v}-{arch}-{name}")),
         // The tag given (`latest` when neither tag nor digest was).
@@ -403,13 +417,12 @@ fn natural_tag(c: &Candidate, version: Option<&str>, arch: &str) -> Option<Strin
 /// filtered), normalized and sorted.
 pub fn to_resolve(inp: &Inputs) -> Result<Vec<String>> {
     let arch = release::release_arch(inp.arch)?;
-    let version = inp.release.and_then(|r| r.version.as_deref());
     let mut out = BTreeSet::new();
     for c in candidates(inp)? {
         if c.parsed.digest.is_some() || blocked_by(inp.blocked, &c.parsed, None).is_some() {
             continue;
         }
-        let tag = natural_tag(&c, version, arch);
+        let tag = natural_tag(&c, arch);
         if inp
             .filter
             .matching(&c.parsed.to_string(), tag.as_deref())
@@ -425,7 +438,6 @@ pub fn to_resolve(inp: &Inputs) -> Result<Vec<String>> {
 /// Builds the lists.
 pub fn build(inp: &Inputs, resolver: &dyn Resolve) -> Result<ImageLists> {
     let arch = release::release_arch(inp.arch)?;
-    let version = inp.release.and_then(|r| r.version.as_deref());
     let mut blocked = BTreeSet::new();
     let mut filtered = BTreeSet::new();
     // Pinned source -> image, merging duplicates.
@@ -438,7 +450,7 @@ pub fn build(inp: &Inputs, resolver: &dyn Resolve) -> Result<ImageLists> {
             });
             continue;
         }
-        let tag = natural_tag(&c, version, arch);
+        let tag = natural_tag(&c, arch);
         if let Some(p) = inp.filter.matching(&c.parsed.to_string(), tag.as_deref()) {
             filtered.insert(Filtered {
                 reference: c.original.clone(),
@@ -499,28 +511,26 @@ pub fn build(inp: &Inputs, resolver: &dyn Resolve) -> Result<ImageLists> {
             }
         }
     }
-    let release = match inp.release {
-        Some(r) => {
-            let parsed = ImageRef::parse(&r.image)?;
-            let image = by_source
-                .values()
-                .find(|i| i.roles.contains(&Role::Release))
-                .map(|i| i.source.clone())
-                .unwrap_or_else(|| parsed.to_string());
-            Some(ReleaseInfo {
-                image,
-                version: r.version.clone(),
-                arch: inp.arch.to_string(),
-                components: r.components.len(),
-            })
-        }
-        None => None,
-    };
+    let mut releases = Vec::new();
+    for r in inp.releases {
+        let parsed = ImageRef::parse(&r.image)?;
+        let image = by_source
+            .values()
+            .find(|i| i.roles.contains(&Role::Release) && i.original == r.image)
+            .map(|i| i.source.clone())
+            .unwrap_or_else(|| parsed.to_string());
+        releases.push(ReleaseInfo {
+            image,
+            version: r.version.clone(),
+            arch: inp.arch.to_string(),
+            components: r.components.len(),
+        });
+    }
     let mut operators = inp.operators.to_vec();
     operators.sort();
     operators.dedup();
     let lists = ImageLists {
-        release,
+        releases,
         images: by_source.into_values().collect(),
         operators,
         blocked: blocked.into_iter().collect(),
@@ -706,7 +716,7 @@ mod tests {
         .unwrap();
         let a = assisted();
         let inp = Inputs {
-            release: Some(&rel),
+            releases: std::slice::from_ref(&rel),
             arch: "amd64",
             assisted: &a,
             rule: &rule,
@@ -804,7 +814,7 @@ mod tests {
             .unwrap();
         assert_eq!(foo_op.roles.len(), 2);
         let json: serde_json::Value = serde_json::from_str(&l.to_json().unwrap()).unwrap();
-        assert_eq!(json["release"]["version"], "4.14.3");
+        assert_eq!(json["releases"][0]["version"], "4.14.3");
         assert_eq!(json["images"].as_array().unwrap().len(), l.images.len());
 
         let dir = tempfile::tempdir().unwrap();
@@ -828,13 +838,67 @@ mod tests {
     }
 
     #[test]
+    fn two_releases() {
+        // 4.14.4 shares every component with 4.14.3 but etcd and console.
+        let old = release();
+        let mut new = release();
+        new.image = format!("quay.io/openshift-release-dev/ocp-release@{}", d(0x02));
+        new.version = Some("4.14.4".into());
+        for c in &mut new.components {
+            if c.name == "etcd" || c.name == "console" {
+                c.reference = format!("{ART}@{}", d(0x90 + c.name.len() as u8));
+            }
+        }
+        let rule = DiscoveryRule::builtin().unwrap();
+        let a = AssistedImages::default();
+        let filter = Filter::default();
+        let releases = [old, new];
+        let inp = Inputs {
+            releases: &releases,
+            arch: "amd64",
+            assisted: &a,
+            rule: &rule,
+            operators: &[],
+            additional: &[],
+            blocked: &[],
+            filter: &filter,
+        };
+        let l = build(&inp, &resolver()).unwrap();
+        let h = |n: u8| format!("{n:02x}").repeat(32);
+        // Discovery: both release images, 14 shared components and the second etcd.
+        let ai = l.discovery_txt();
+        assert_eq!(ai.lines().count(), 2 + 14 + 1, "{ai}");
+        assert!(ai.contains(&format!("{ART}@sha256:{}\n", h(0x94))), "{ai}");
+        // Install: 2 releases, 14 + 2 (aws filtered out? no filter here: 3) components of the
+        // first, etcd and console of the second.
+        let ocp = l.install_txt();
+        assert_eq!(ocp.lines().count(), 2 + 14 + 3 + 2, "{ocp}");
+        let m = l.mapping_txt();
+        for want in [
+            format!("{ART}@sha256:{}=localhost/openshift-release-dev/ocp-v4.0-art-dev:4.14.3-x86_64-etcd", h(0x40 + 9)),
+            format!("{ART}@sha256:{}=localhost/openshift-release-dev/ocp-v4.0-art-dev:4.14.4-x86_64-etcd", h(0x94)),
+            // Shared: named by the older release.
+            format!("{ART}@sha256:{}=localhost/openshift-release-dev/ocp-v4.0-art-dev:4.14.3-x86_64-hyperkube", h(0x40 + 10)),
+            format!("quay.io/openshift-release-dev/ocp-release@sha256:{}=localhost/openshift-release-dev/ocp-release:4.14.4-x86_64", h(2)),
+        ] {
+            assert!(m.lines().any(|l| l == want), "missing {want} in\n{m}");
+        }
+        assert_eq!(l.releases.len(), 2);
+        assert_eq!(l.releases[1].version.as_deref(), Some("4.14.4"));
+        assert_eq!(
+            l.releases[1].image,
+            format!("quay.io/openshift-release-dev/ocp-release@sha256:{}", h(2))
+        );
+    }
+
+    #[test]
     fn unresolved_tags_collisions_and_rules() {
         let rule = DiscoveryRule::builtin().unwrap();
         let a = AssistedImages::default();
         let filter = Filter::default();
         let additional = vec!["quay.io/a/b:v1".to_string()];
         let inp = Inputs {
-            release: None,
+            releases: &[],
             arch: "amd64",
             assisted: &a,
             rule: &rule,
@@ -875,7 +939,7 @@ mod tests {
         let mut rel = release();
         rel.components.retain(|c| c.name != "etcd");
         let inp = Inputs {
-            release: Some(&rel),
+            releases: std::slice::from_ref(&rel),
             ..inp
         };
         let e = build(&inp, &resolver()).unwrap_err().to_string();
@@ -895,7 +959,7 @@ mod tests {
             related_images: Vec::new(),
         }];
         let inp = Inputs {
-            release: None,
+            releases: &[],
             operators: &bad,
             ..inp
         };

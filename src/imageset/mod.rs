@@ -6,6 +6,7 @@
 //! - [`catalog`]: file-based operator catalogs and bundle selection;
 //! - [`config`]: oc-mirror `ImageSetConfiguration` (v1alpha2, v2alpha1) and plain list files;
 //! - [`filter`]: regular-expression filter files;
+//! - [`graph`]: release channels resolved through the update graph;
 //! - [`lists`]: the discovery and install lists, `mapping.txt` and the JSON summary;
 //! - [`cli`]: `prestage images`, pulling through the fetch stage and writing the lists.
 
@@ -13,6 +14,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod filter;
+pub mod graph;
 pub mod layers;
 pub mod lists;
 pub mod release;

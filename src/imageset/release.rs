@@ -177,12 +177,25 @@ pub fn release_ref_for_version(version: &str, arch: &str, base: Option<&str>) ->
     if !v.build.is_empty() {
         bail!("release version `{version}`: build metadata (+...) is not part of release names");
     }
-    let base = base.unwrap_or(DEFAULT_RELEASE_BASE);
+    let b = base_repository(base.unwrap_or(DEFAULT_RELEASE_BASE))?;
+    let r = format!("{b}:{v}-{}", release_arch(arch)?);
+    ImageRef::parse(&r).with_context(|| format!("release image `{r}`"))?;
+    Ok(r)
+}
+
+/// The repository a release base names (normalized), refusing a tag or digest.
+fn base_repository(base: &str) -> Result<String> {
     let b = ImageRef::parse(base).with_context(|| format!("release base `{base}`"))?;
     if base.contains('@') || base.rsplit('/').next().is_some_and(|l| l.contains(':')) {
         bail!("release base `{base}`: give a repository without tag or digest");
     }
-    let r = format!("{}:{v}-{}", b.name(), release_arch(arch)?);
+    Ok(b.name())
+}
+
+/// The name of the release image with manifest `digest` in repository `base`: `BASE@DIGEST`
+/// (for a release read from a local OCI layout, which has no registry name).
+pub fn image_in(base: &str, digest: &str) -> Result<String> {
+    let r = format!("{}@{digest}", base_repository(base)?);
     ImageRef::parse(&r).with_context(|| format!("release image `{r}`"))?;
     Ok(r)
 }

@@ -149,7 +149,7 @@ fn resolve_releases(
                 let g = source
                     .load(&range.name, &set.arch, tls)
                     .with_context(|| format!("release channel {}", range.name))?;
-                let chosen = g.select(&range)?;
+                let chosen = g.select(range)?;
                 if !a.quiet {
                     let versions: Vec<String> =
                         chosen.iter().map(|n| n.version.to_string()).collect();
@@ -334,7 +334,11 @@ pub fn run(a: ImagesArgs) -> Result<()> {
         releases.push(rel);
     }
     // Oldest first (the order names shared components' tags); unversioned ones first.
-    releases.sort_by_key(|r| r.version.as_deref().and_then(|v| semver::Version::parse(v).ok()));
+    releases.sort_by_key(|r| {
+        r.version
+            .as_deref()
+            .and_then(|v| semver::Version::parse(v).ok())
+    });
     let mut set = set;
     set.releases = chosen.into_iter().map(|(spec, _)| spec).collect();
     let operators = select_operators(&puller, &set)?;

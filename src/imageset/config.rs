@@ -561,12 +561,12 @@ impl ImageSet {
         if self.releases.is_empty() {
             self.releases = other.releases;
         } else if !other.releases.is_empty()
-            && !(self.releases.len() == other.releases.len()
-                && self
+            && (self.releases.len() != other.releases.len()
+                || self
                     .releases
                     .iter()
                     .zip(&other.releases)
-                    .all(|(a, b)| same(a, b)))
+                    .any(|(a, b)| !same(a, b)))
         {
             bail!(
                 "two release selections given ({:?} and {:?}); give one",
@@ -858,20 +858,30 @@ mirror:
         assert_eq!(back.releases, s.releases);
         let e = err(&FULL_V2.replace("minVersion: 4.14.3", "minVersion: 4.14.10"));
         assert!(
-            e.contains("mirror.platform.channels[0]: minVersion 4.14.10 is above maxVersion 4.14.3"),
+            e.contains(
+                "mirror.platform.channels[0]: minVersion 4.14.10 is above maxVersion 4.14.3"
+            ),
             "{e}"
         );
         let e = err(&FULL_V2.replace("minVersion: 4.14.3", "shortestPath: true"));
         assert!(
-            e.contains("mirror.platform.channels[0].shortestPath: needs both minVersion and maxVersion"),
+            e.contains(
+                "mirror.platform.channels[0].shortestPath: needs both minVersion and maxVersion"
+            ),
             "{e}"
         );
         let s = parse_imageset(
             "isc.yaml",
-            &FULL_V2.replace("channels:\n      - name: stable-4.14", "release: oci:/srv/release:4.14.3\n    channels:\n      - name: stable-4.14"),
+            &FULL_V2.replace(
+                "channels:\n      - name: stable-4.14",
+                "release: oci:/srv/release:4.14.3\n    channels:\n      - name: stable-4.14",
+            ),
         )
         .unwrap();
-        assert_eq!(s.releases[0], ReleaseSpec::Image("oci:/srv/release:4.14.3".into()));
+        assert_eq!(
+            s.releases[0],
+            ReleaseSpec::Image("oci:/srv/release:4.14.3".into())
+        );
     }
 
     #[test]

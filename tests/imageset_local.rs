@@ -1,7 +1,8 @@
 //! The image-set stage without a registry: catalogs read from local OCI image layouts
 //! (`oci:DIR:REF`) named by a v1alpha2 ImageSetConfiguration, the FBC directory taken from the
 //! catalog's `operators.operatorframework.io.index.configs.v1` label, and a SQLite-era catalog
-//! refused as unsupported.
+//! refused as unsupported, and a release image read from an OCI layout (`--release oci:...`),
+//! named on the node after `--release-base` and its manifest digest.
 
 use std::io::Write;
 use std::path::Path;
@@ -37,8 +38,9 @@ fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
     g.finish().unwrap()
 }
 
-/// Writes an OCI layout holding one image (`labels`, one gzip layer) named `tag`.
-fn layout(dir: &Path, tag: &str, labels: serde_json::Value, layer: &[u8]) {
+/// Writes an OCI layout holding one image (`labels`, one gzip layer) named `tag`; returns the
+/// manifest digest.
+fn layout(dir: &Path, tag: &str, labels: serde_json::Value, layer: &[u8]) -> String {
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "config": {"Labels": labels},
@@ -66,6 +68,7 @@ fn layout(dir: &Path, tag: &str, labels: serde_json::Value, layer: &[u8]) {
         b"{\"imageLayoutVersion\": \"1.0.0\"}",
     )
     .unwrap();
+    md
 }
 
 fn img(repo: &str, n: u8) -> String {
@@ -189,4 +192,74 @@ fn sqlite_catalog_is_unsupported() {
         "{e}"
     );
     assert!(!root.join("out").exists());
+}
+
+#[test]
+fn release_from_an_oci_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let names: Vec<&str> = prestage::imageset::lists::DEFAULT_DISCOVERY_COMPONENTS
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .chain(["console"])
+        .collect();
+    let tags: Vec<serde_json::Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            serde_json::json!({"name": n, "from": {"kind": "DockerImage",
+                "name": img("ocp/art-dev", 0x40 + i as u8)}})
+        })
+        .collect();
+    let refs = serde_json::json!({"kind": "ImageStream", "apiVersion": "image.openshift.io/v1",
+        "metadata": {"name": "4.14.3"}, "spec": {"tags": tags}});
+    let layer = tar_gz(&[
+        (
+            "release-manifests/image-references",
+            &serde_json::to_vec(&refs).unwrap(),
+        ),
+        (
+            "release-manifests/release-metadata",
+            br#"{"kind":"cincinnati-metadata-v0","version":"4.14.3"}"#,
+        ),
+    ]);
+    let rel = root.join("release");
+    let digest = layout(&rel, "4.14.3", serde_json::json!({}), &layer);
+    let config = root.join("isc.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: mirror.openshift.io/v2alpha1\nkind: ImageSetConfiguration\nmirror: {}\n",
+    )
+    .unwrap();
+    let mut a = args(root, &config, "out");
+    a.release = Some(format!("oci:{}:4.14.3", rel.display()));
+    a.release_base = "registry.example/ocp/release".into();
+    run(a.clone()).unwrap();
+    let out = root.join("out");
+    let ai = std::fs::read_to_string(out.join("ai-images.txt")).unwrap();
+    let ocp = std::fs::read_to_string(out.join("ocp-images.txt")).unwrap();
+    let named = format!("registry.example/ocp/release@{digest}");
+    assert!(ai.lines().any(|l| l == named), "{ai}");
+    assert_eq!(ai.lines().count(), 1 + 14);
+    assert_eq!(ocp.lines().count(), 1 + 15);
+    let mapping = std::fs::read_to_string(out.join("mapping.txt")).unwrap();
+    assert!(
+        mapping
+            .lines()
+            .any(|l| l == format!("{named}=localhost/ocp/release:4.14.3-x86_64")),
+        "{mapping}"
+    );
+    let yaml = std::fs::read_to_string(out.join("imageset.yaml")).unwrap();
+    assert!(
+        yaml.contains(&format!("release: oci:{}:4.14.3", rel.display())),
+        "{yaml}"
+    );
+
+    // A release base with a tag cannot name it.
+    a.release_base = "registry.example/ocp/release:latest".into();
+    a.output = root.join("bad");
+    let e = format!("{:#}", run(a).unwrap_err());
+    assert!(e.contains("give a repository without tag or digest"), "{e}");
+    assert!(!root.join("bad").exists());
 }

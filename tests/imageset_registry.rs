@@ -69,7 +69,7 @@ fn gz(bytes: &[u8]) -> Vec<u8> {
     g.finish().unwrap()
 }
 
-fn image_references(host: &str, components: &[(&str, String)]) -> Vec<u8> {
+fn image_references(host: &str, version: &str, components: &[(&str, String)]) -> Vec<u8> {
     let tags: Vec<_> = components
         .iter()
         .map(|(name, digest)| {
@@ -83,7 +83,7 @@ fn image_references(host: &str, components: &[(&str, String)]) -> Vec<u8> {
         .collect();
     serde_json::to_vec_pretty(&serde_json::json!({
         "kind": "ImageStream", "apiVersion": "image.openshift.io/v1",
-        "metadata": {"name": "4.14.3", "creationTimestamp": null},
+        "metadata": {"name": version, "creationTimestamp": null},
         "spec": {"lookupPolicy": {"local": false}, "tags": tags}
     }))
     .unwrap()
@@ -156,6 +156,8 @@ struct Setup {
     host: String,
     /// The release image's digest: its payload names the registry, whose port varies.
     release: String,
+    /// Release 4.14.6: the components of 4.14.3 but new etcd and console images.
+    release6: String,
 }
 
 fn setup() -> Setup {
@@ -174,7 +176,7 @@ fn setup() -> Setup {
         components.push((*name, img.manifest.digest));
     }
     // The release image: Docker media types (gzip layers), a base layer and the payload.
-    let refs = image_references(&host, &components);
+    let refs = image_references(&host, "4.14.3", &components);
     let base = gz(&tar_of(&[("usr/bin/cluster-version-operator", b"elf")]));
     let payload = gz(&tar_of(&[
         ("release-manifests/", b""),
@@ -190,6 +192,33 @@ fn setup() -> Setup {
         true,
         "amd64",
         &[&base, &payload],
+    );
+    let mut components6 = components.clone();
+    for (i, (name, digest)) in components6.iter_mut().enumerate() {
+        if *name == "etcd" || *name == "console" {
+            let layer = tar_of(&[("usr/bin/component", &data(600 + i as u64, 64))]);
+            *digest = p
+                .image("ocp/art-dev", None, false, "amd64", &[&layer])
+                .manifest
+                .digest;
+        }
+    }
+    let payload6 = gz(&tar_of(&[
+        (
+            "release-manifests/image-references",
+            &image_references(&host, "4.14.6", &components6),
+        ),
+        (
+            "release-manifests/release-metadata",
+            br#"{"kind":"cincinnati-metadata-v0","version":"4.14.6"}"#,
+        ),
+    ]));
+    let release6 = p.image(
+        "ocp/release",
+        Some("4.14.6-x86_64"),
+        true,
+        "amd64",
+        &[&base, &payload6],
     );
     // Not a release: no image-references.
     p.image(
@@ -247,6 +276,7 @@ fn setup() -> Setup {
         reg,
         host,
         release: release.manifest.digest,
+        release6: release6.manifest.digest,
     }
 }
 
@@ -477,4 +507,211 @@ fn malformed_inputs_fail_clearly() {
     for o in ["o1", "o2", "o3", "o4", "o5", "o6"] {
         assert!(!s.path(o).join("mapping.txt").exists(), "{o}");
     }
+}
+
+/// An update service: answers every GET with `body` (status `status`) and records the request
+/// heads. Returns its base URL.
+fn update_service(
+    status: u16,
+    body: String,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/api/upgrades_info/v1/graph",
+        listener.local_addr().unwrap()
+    );
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut head = String::new();
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head += &line;
+            }
+            log.lock().unwrap().push(head);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, seen)
+}
+
+/// stable-4.14 holds 4.14.3, 4.14.6 and 4.14.7 (not pushed); 4.14.4 (not pushed) is only in
+/// fast-4.14. Updates: 4.14.3 -> 4.14.4 -> 4.14.6, 4.14.3 -> 4.14.6, 4.14.6 -> 4.14.7.
+fn update_graph(s: &Setup) -> String {
+    let node = |v: &str, digest: &str, channels: &str| {
+        serde_json::json!({
+            "version": v,
+            "payload": format!("{}/ocp/release@{digest}", s.host),
+            "metadata": {
+                "io.openshift.upgrades.graph.release.channels": channels,
+                "io.openshift.upgrades.graph.release.manifestref": digest,
+            }
+        })
+    };
+    let missing = format!("sha256:{}", "ee".repeat(32));
+    serde_json::to_string(&serde_json::json!({
+        "version": 1,
+        "nodes": [
+            node("4.14.6", &s.release6, "fast-4.14,stable-4.14"),
+            node("4.14.3", &s.release, "fast-4.14,stable-4.14"),
+            node("4.14.4", &missing, "fast-4.14"),
+            node("4.14.7", &missing, "fast-4.14,stable-4.14"),
+        ],
+        "edges": [[1, 2], [2, 0], [1, 0], [0, 3]],
+        "conditionalEdges": []
+    }))
+    .unwrap()
+}
+
+const CHANNEL_RANGE: &str = "\
+kind: ImageSetConfiguration
+apiVersion: mirror.openshift.io/v1alpha2
+mirror:
+  platform:
+    channels:
+      - name: stable-4.14
+        minVersion: 4.14.3
+        maxVersion: 4.14.6
+";
+
+#[test]
+fn release_channel_through_the_update_graph() {
+    let s = setup();
+    let (url, seen) = update_service(200, update_graph(&s));
+    let mut args = s.args("out");
+    args.config = Some(s.write("range.yaml", CHANNEL_RANGE));
+    args.update_graph = Some(url.clone());
+    args.controller_image = Some(format!(
+        "{}/ai/assisted-installer-reporter-rhel8:v1.0.0-89",
+        s.host
+    ));
+    run(args.clone()).unwrap();
+    let heads = seen.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(
+        heads[0].starts_with("GET /api/upgrades_info/v1/graph?channel=stable-4.14&arch=amd64 "),
+        "{heads:?}"
+    );
+    assert!(
+        heads[0]
+            .to_ascii_lowercase()
+            .contains("accept: application/json"),
+        "{heads:?}"
+    );
+
+    // 4.14.3 and 4.14.6 (4.14.4 is not in stable, 4.14.7 above the range).
+    let out = s.path("out");
+    let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap();
+    let (ai, ocp, mapping) = (
+        read("ai-images.txt"),
+        read("ocp-images.txt"),
+        read("mapping.txt"),
+    );
+    for d in [&s.release, &s.release6] {
+        let r = format!("{}/ocp/release@{d}\n", s.host);
+        assert!(ai.contains(&r) && ocp.contains(&r), "{ai}\n{ocp}");
+    }
+    // Discovery: 2 releases, the 14 components of the rule in 4.14.3 and 4.14.6's own etcd,
+    // the controller. Install: 2 releases, 17 + 2 components, the controller.
+    assert_eq!(ai.lines().count(), 2 + 14 + 1 + 1, "{ai}");
+    assert_eq!(ocp.lines().count(), 2 + 17 + 2 + 1, "{ocp}");
+    for tag in [
+        "ocp/release:4.14.3-x86_64",
+        "ocp/release:4.14.6-x86_64",
+        "ocp/art-dev:4.14.3-x86_64-etcd",
+        "ocp/art-dev:4.14.6-x86_64-etcd",
+        "ocp/art-dev:4.14.6-x86_64-console",
+        // Shared by both releases: named after the older.
+        "ocp/art-dev:4.14.3-x86_64-hyperkube",
+    ] {
+        assert!(
+            mapping
+                .lines()
+                .any(|l| l.ends_with(&format!("=localhost/{tag}"))),
+            "{tag} not in\n{mapping}"
+        );
+    }
+    // The effective imageset.yaml pins both versions: no update graph is needed to repeat it.
+    let eff = read("imageset.yaml");
+    assert_eq!(eff.matches("minVersion: 4.14.").count(), 2, "{eff}");
+    let mut again = args.clone();
+    again.config = Some(out.join("imageset.yaml"));
+    again.update_graph = Some("http://127.0.0.1:9/unreachable".into());
+    again.output = s.path("again");
+    run(again).unwrap();
+    assert_eq!(
+        read("mapping.txt"),
+        std::fs::read_to_string(s.path("again/mapping.txt")).unwrap()
+    );
+
+    // The same graph saved to a file, and the shortest path 4.14.3 -> 4.14.6 (direct).
+    let file = s.write("graph.json", &update_graph(&s));
+    let mut a = args.clone();
+    a.config = Some(s.write(
+        "path.yaml",
+        &CHANNEL_RANGE.replace("4.14.6\n", "4.14.6\n        shortestPath: true\n"),
+    ));
+    a.update_graph = Some(file.display().to_string());
+    a.output = s.path("path");
+    run(a).unwrap();
+    assert_eq!(
+        read("mapping.txt"),
+        std::fs::read_to_string(s.path("path/mapping.txt")).unwrap()
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+
+    // Clear failures: an empty range, a release of the graph that is not in the registry, an
+    // update service that answers 404.
+    let fail = |mut a: ImagesArgs, config: &str, graph: &str, out: &str| {
+        a.config = Some(s.write(&format!("{out}.yaml"), config));
+        a.update_graph = Some(graph.to_string());
+        a.output = s.path(out);
+        let e = format!("{:#}", run(a).unwrap_err());
+        say!("error: {e}");
+        assert!(!e.contains('\n'), "{e}");
+        assert!(!s.path(out).join("mapping.txt").exists(), "{out}");
+        e
+    };
+    let g = file.display().to_string();
+    let e = fail(
+        args.clone(),
+        &CHANNEL_RANGE
+            .replace("4.14.3\n", "4.14.10\n")
+            .replace("4.14.6\n", "4.14.12\n"),
+        &g,
+        "f1",
+    );
+    assert!(e.contains("channel stable-4.14 has no release from 4.14.10 to 4.14.12 (it has 4.14.3, 4.14.6, 4.14.7)"), "{e}");
+    let e = fail(
+        args.clone(),
+        &CHANNEL_RANGE.replace("4.14.6\n", "4.14.7\n"),
+        &g,
+        "f2",
+    );
+    assert!(
+        e.contains(&format!(
+            "{}/ocp/release@sha256:{}",
+            s.host,
+            "ee".repeat(32)
+        )),
+        "{e}"
+    );
+    let (url404, _) = update_service(404, "{}".into());
+    let e = fail(args.clone(), CHANNEL_RANGE, &url404, "f3");
+    assert!(
+        e.contains("release channel stable-4.14: update graph http://") && e.contains("HTTP 404"),
+        "{e}"
+    );
 }

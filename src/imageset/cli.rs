@@ -140,7 +140,14 @@ fn resolve_releases(
     let mut out: Vec<(ReleaseSpec, String)> = Vec::new();
     for spec in &set.releases {
         match spec {
-            ReleaseSpec::Image(r) => out.push((spec.clone(), r.clone())),
+            ReleaseSpec::Image(r) => {
+                if r.starts_with("oci:") {
+                    // Checked now: it names the release on the node once it is read.
+                    release::base_repository(&a.release_base)
+                        .with_context(|| format!("--release-base for {r}"))?;
+                }
+                out.push((spec.clone(), r.clone()))
+            }
             ReleaseSpec::Version { version, .. } => out.push((
                 spec.clone(),
                 release::release_ref_for_version(version, &set.arch, base)?,

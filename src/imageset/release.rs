@@ -184,7 +184,7 @@ pub fn release_ref_for_version(version: &str, arch: &str, base: Option<&str>) ->
 }
 
 /// The repository a release base names (normalized), refusing a tag or digest.
-fn base_repository(base: &str) -> Result<String> {
+pub fn base_repository(base: &str) -> Result<String> {
     let b = ImageRef::parse(base).with_context(|| format!("release base `{base}`"))?;
     if base.contains('@') || base.rsplit('/').next().is_some_and(|l| l.contains(':')) {
         bail!("release base `{base}`: give a repository without tag or digest");

@@ -113,8 +113,17 @@ fn catalog_from_an_oci_layout() {
             "relatedImages": [{"name": "op", "image": img("ptp/op", 2)}]}),
         serde_json::json!({"schema": "olm.bundle", "name": "ptp-operator.v4.14.1", "package": "ptp-operator",
             "image": img("ptp/bundle", 3),
-            "properties": [{"type": "olm.package", "value": {"packageName": "ptp-operator", "version": "4.14.1"}}],
+            "properties": [{"type": "olm.package", "value": {"packageName": "ptp-operator", "version": "4.14.1"}},
+                           {"type": "olm.package.required", "value": {"packageName": "ptp-helper", "versionRange": ">=1.0.0 <2.0.0"}}],
             "relatedImages": [{"name": "op", "image": img("ptp/op", 4)}, {"name": "daemon", "image": img("ptp/daemon", 5)}]}),
+        // The dependency: its default channel's head.
+        serde_json::json!({"schema": "olm.package", "name": "ptp-helper", "defaultChannel": "stable"}),
+        serde_json::json!({"schema": "olm.channel", "name": "stable", "package": "ptp-helper", "entries": [
+            {"name": "ptp-helper.v1.0.0"}]}),
+        serde_json::json!({"schema": "olm.bundle", "name": "ptp-helper.v1.0.0", "package": "ptp-helper",
+            "image": img("ptp/helper-bundle", 6),
+            "properties": [{"type": "olm.package", "value": {"packageName": "ptp-helper", "version": "1.0.0"}}],
+            "relatedImages": [{"name": "helper", "image": img("ptp/helper", 7)}]}),
     ]
     .iter()
     .map(|v| v.to_string())
@@ -144,11 +153,18 @@ fn catalog_from_an_oci_layout() {
     .unwrap();
     run(args(root, &config, "out")).unwrap();
     let out = root.join("out");
+    // The channel head and the package it requires.
     assert_eq!(
         std::fs::read_to_string(out.join("ocp-images.txt")).unwrap(),
-        [img("ptp/bundle", 3), img("ptp/daemon", 5), img("ptp/op", 4)]
-            .map(|l| l + "\n")
-            .concat()
+        [
+            img("ptp/bundle", 3),
+            img("ptp/daemon", 5),
+            img("ptp/helper-bundle", 6),
+            img("ptp/helper", 7),
+            img("ptp/op", 4)
+        ]
+        .map(|l| l + "\n")
+        .concat()
     );
     assert_eq!(
         std::fs::read_to_string(out.join("ai-images.txt")).unwrap(),
@@ -163,6 +179,23 @@ fn catalog_from_an_oci_layout() {
         yaml.contains(&format!("catalog: oci:{}:v4.14", cat.display())),
         "{yaml}"
     );
+
+    // skipDependencies: the selection alone.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("    packages:", "    skipDependencies: true\n    packages:"),
+    )
+    .unwrap();
+    run(args(root, &config, "skip")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("skip/ocp-images.txt")).unwrap(),
+        [img("ptp/bundle", 3), img("ptp/daemon", 5), img("ptp/op", 4)]
+            .map(|l| l + "\n")
+            .concat()
+    );
+    let yaml = std::fs::read_to_string(root.join("skip/imageset.yaml")).unwrap();
+    assert!(yaml.contains("skipDependencies: true"), "{yaml}");
 }
 
 #[test]

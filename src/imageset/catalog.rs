@@ -6,6 +6,13 @@
 //! `skips`), or, given a minimum and/or maximum version, every entry whose bundle version lies in
 //! that range (inclusive). Each selected bundle contributes its bundle image and its
 //! `relatedImages`. SQLite-era catalogs (`/database/index.db`) are refused as unsupported.
+//!
+//! Dependencies ([`Catalog::dependencies`]) are followed as OLM would install them: a bundle's
+//! `olm.package.required` (a package within a version range) and `olm.gvk.required` (an API
+//! some bundle provides with `olm.gvk`) are met by a bundle already selected when one fits;
+//! otherwise by the package's default channel head when it fits, else the newest fitting
+//! bundle of that channel (then of the other channels, by name). For a GVK the first package,
+//! by name, that can provide it is taken.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,6 +84,126 @@ pub struct Bundle {
     pub version: Option<semver::Version>,
     /// `relatedImages[].image`.
     pub related_images: Vec<String>,
+    /// What it needs from other bundles.
+    pub requires: Vec<Requirement>,
+    /// APIs it provides (`olm.gvk`).
+    pub provides: Vec<Gvk>,
+}
+
+/// An API (group, version, kind).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+pub struct Gvk {
+    /// API group.
+    #[serde(default)]
+    pub group: String,
+    /// API version.
+    #[serde(default)]
+    pub version: String,
+    /// Kind.
+    #[serde(default)]
+    pub kind: String,
+}
+
+impl std::fmt::Display for Gvk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{} {}", self.group, self.version, self.kind)
+    }
+}
+
+/// A bundle's dependency.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Requirement {
+    /// `olm.package.required`: a package within a version range.
+    Package {
+        /// Package name.
+        name: String,
+        /// The range as written (`>=1.0.0 <2.0.0`, `||` for alternatives).
+        range: String,
+        /// The range, parsed.
+        parsed: VersionRange,
+    },
+    /// `olm.gvk.required`: an API.
+    Gvk(Gvk),
+}
+
+/// A version range in OLM's (blang/semver) syntax: alternatives separated by `||`, each a
+/// space-separated list of comparisons (`>=1.0.0`, `<2.0.0`, `=1.2.3`, `!=1.2.4`, `1.2.3`) that
+/// must all hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionRange(Vec<Vec<(Op, semver::Version)>>);
+
+/// A comparison operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `=`, `==` or none.
+    Eq,
+    /// `!=`.
+    Ne,
+    /// `>`.
+    Gt,
+    /// `>=`.
+    Ge,
+    /// `<`.
+    Lt,
+    /// `<=`.
+    Le,
+}
+
+impl VersionRange {
+    /// Parses a range.
+    pub fn parse(s: &str) -> Result<VersionRange> {
+        let mut alts = Vec::new();
+        for alt in s.split("||") {
+            // `>= 1.0.0` is written with a space too: glue operators to their version.
+            let mut toks: Vec<String> = Vec::new();
+            let mut glue = false;
+            for t in alt.split_whitespace() {
+                match toks.last_mut() {
+                    Some(last) if glue => last.push_str(t),
+                    _ => toks.push(t.to_string()),
+                }
+                glue = t.chars().all(|c| "<>=!".contains(c));
+            }
+            let mut all = Vec::new();
+            for tok in &toks {
+                let (op, rest) = [
+                    (">=", Op::Ge),
+                    ("<=", Op::Le),
+                    ("!=", Op::Ne),
+                    ("==", Op::Eq),
+                    (">", Op::Gt),
+                    ("<", Op::Lt),
+                    ("=", Op::Eq),
+                ]
+                .iter()
+                .find_map(|(p, op)| tok.strip_prefix(p).map(|r| (*op, r)))
+                .unwrap_or((Op::Eq, tok));
+                let v = semver::Version::parse(rest.trim_start_matches('v')).map_err(|_| {
+                    anyhow!("range `{s}`: `{tok}` is not a comparison with a version X.Y.Z")
+                })?;
+                all.push((op, v));
+            }
+            if all.is_empty() {
+                bail!("range `{s}`: an alternative without a version");
+            }
+            alts.push(all);
+        }
+        Ok(VersionRange(alts))
+    }
+
+    /// Whether `v` is in the range.
+    pub fn contains(&self, v: &semver::Version) -> bool {
+        self.0.iter().any(|all| {
+            all.iter().all(|(op, w)| match op {
+                Op::Eq => v == w,
+                Op::Ne => v != w,
+                Op::Gt => v > w,
+                Op::Ge => v >= w,
+                Op::Lt => v < w,
+                Op::Le => v <= w,
+            })
+        })
+    }
 }
 
 /// A bundle a selection took.
@@ -255,13 +382,40 @@ impl Catalog {
             "olm.bundle" => {
                 let b: BundleBlob = serde_json::from_value(v).context("olm.bundle")?;
                 let mut version = None;
+                let mut requires = Vec::new();
+                let mut provides = Vec::new();
                 for p in &b.properties {
-                    if p.kind == "olm.package" {
-                        if let Some(s) = p.value.get("version").and_then(|v| v.as_str()) {
-                            version = Some(semver::Version::parse(s).with_context(|| {
-                                format!("olm.bundle {}: version `{s}` is not semver", b.name)
-                            })?);
+                    let what = || format!("olm.bundle {}: {}", b.name, p.kind);
+                    match p.kind.as_str() {
+                        "olm.package" => {
+                            if let Some(s) = p.value.get("version").and_then(|v| v.as_str()) {
+                                version = Some(semver::Version::parse(s).with_context(|| {
+                                    format!("olm.bundle {}: version `{s}` is not semver", b.name)
+                                })?);
+                            }
                         }
+                        "olm.gvk" => provides
+                            .push(serde_json::from_value(p.value.clone()).with_context(what)?),
+                        "olm.gvk.required" => requires.push(Requirement::Gvk(
+                            serde_json::from_value(p.value.clone()).with_context(what)?,
+                        )),
+                        "olm.package.required" => {
+                            let field = |k: &str| {
+                                p.value
+                                    .get(k)
+                                    .and_then(|v| v.as_str())
+                                    .map(str::to_string)
+                                    .ok_or_else(|| anyhow!("{}: no {k}", what()))
+                            };
+                            let (name, range) = (field("packageName")?, field("versionRange")?);
+                            let parsed = VersionRange::parse(&range).with_context(what)?;
+                            requires.push(Requirement::Package {
+                                name,
+                                range,
+                                parsed,
+                            });
+                        }
+                        _ => {}
                     }
                 }
                 let mut related: Vec<String> = b
@@ -278,6 +432,8 @@ impl Catalog {
                     image: b.image,
                     version,
                     related_images: related,
+                    requires,
+                    provides,
                 };
                 if self
                     .package_mut(&b.package)
@@ -396,6 +552,134 @@ impl Catalog {
 }
 
 impl Catalog {
+    fn selected(&self, package: &str, channel: &str, b: &Bundle) -> Selected {
+        Selected {
+            package: package.to_string(),
+            channel: channel.to_string(),
+            bundle: b.name.clone(),
+            version: b.version.as_ref().map(|v| v.to_string()),
+            image: b.image.clone(),
+            related_images: b.related_images.clone(),
+        }
+    }
+
+    /// The bundle of `p` that meets `fits`: the default channel's head when it fits, else the
+    /// newest fitting entry of the default channel, then of the other channels by name.
+    fn pick<'a>(
+        &self,
+        p: &'a Package,
+        fits: &dyn Fn(&Bundle) -> bool,
+    ) -> Option<(&'a str, &'a Bundle)> {
+        let mut channels: Vec<&Channel> = Vec::new();
+        if let Some(c) = p.default_channel.as_ref().and_then(|d| p.channels.get(d)) {
+            channels.push(c);
+        }
+        channels.extend(
+            p.channels
+                .values()
+                .filter(|c| Some(&c.name) != p.default_channel.as_ref()),
+        );
+        for ch in channels {
+            if let Some(b) = channel_head(ch).ok().and_then(|h| p.bundles.get(&h)) {
+                if fits(b) {
+                    return Some((&ch.name, b));
+                }
+            }
+            let best = ch
+                .entries
+                .iter()
+                .filter_map(|e| p.bundles.get(&e.name))
+                .filter(|b| fits(b))
+                .max_by(|a, b| a.version.cmp(&b.version).then(a.name.cmp(&b.name)));
+            if let Some(b) = best {
+                return Some((&ch.name, b));
+            }
+        }
+        None
+    }
+
+    /// The bundles `selected` (bundles of this catalog) depend on, directly or through other
+    /// dependencies, that are not selected already.
+    pub fn dependencies(&self, selected: &[Selected]) -> Result<Vec<Selected>> {
+        let cat = &self.name;
+        let mut all: Vec<Selected> = selected.to_vec();
+        let mut added = Vec::new();
+        let mut next = 0;
+        while next < all.len() {
+            let s = all[next].clone();
+            next += 1;
+            let Some(b) = self
+                .packages
+                .get(&s.package)
+                .and_then(|p| p.bundles.get(&s.bundle))
+            else {
+                continue;
+            };
+            for req in &b.requires {
+                let bundle_of = |x: &Selected| {
+                    self.packages
+                        .get(&x.package)
+                        .and_then(|p| p.bundles.get(&x.bundle))
+                };
+                let found = match req {
+                    Requirement::Package {
+                        name,
+                        range,
+                        parsed,
+                    } => {
+                        let fits =
+                            |c: &Bundle| c.version.as_ref().is_some_and(|v| parsed.contains(v));
+                        if all
+                            .iter()
+                            .any(|x| x.package == *name && bundle_of(x).is_some_and(fits))
+                        {
+                            continue;
+                        }
+                        let p = self.packages.get(name).ok_or_else(|| {
+                            anyhow!(
+                                "catalog {cat}: bundle `{}` requires package `{name}` ({range}), which the catalog does not have",
+                                s.bundle
+                            )
+                        })?;
+                        self.pick(p, &fits).map(|(ch, b)| self.selected(name, ch, b)).ok_or_else(|| {
+                            anyhow!(
+                                "catalog {cat}: bundle `{}` requires package `{name}` ({range}): no bundle of it is in that range",
+                                s.bundle
+                            )
+                        })?
+                    }
+                    Requirement::Gvk(g) => {
+                        let fits = |c: &Bundle| c.provides.contains(g);
+                        if all.iter().any(|x| bundle_of(x).is_some_and(fits)) {
+                            continue;
+                        }
+                        self.packages
+                            .values()
+                            .find_map(|p| {
+                                self.pick(p, &fits)
+                                    .map(|(ch, b)| self.selected(&p.name, ch, b))
+                            })
+                            .ok_or_else(|| {
+                                anyhow!(
+                                    "catalog {cat}: bundle `{}` requires API {g}, which no \
+                                     bundle of the catalog provides",
+                                    s.bundle
+                                )
+                            })?
+                    }
+                };
+                if found.image.is_empty() {
+                    bail!("catalog {cat}: bundle `{}` has no image", found.bundle);
+                }
+                all.push(found.clone());
+                added.push(found);
+            }
+        }
+        added.sort();
+        added.dedup();
+        Ok(added)
+    }
+
     /// Selects bundles of `package` by name (oc-mirror v2alpha1 `bundles`); each is reported in
     /// the first channel, by name, that lists it.
     pub fn select_bundles(&self, package: &str, names: &[String]) -> Result<Vec<Selected>> {
@@ -544,6 +828,135 @@ pub(crate) mod tests {
         let files =
             layers::read_files_from(&[(GZ, &l)], &select(&labels), &Limits::default()).unwrap();
         from_files(CAT, &files, &labels).unwrap()
+    }
+
+    #[test]
+    fn version_ranges_in_olm_syntax() {
+        let v = |s: &str| semver::Version::parse(s).unwrap();
+        let r = VersionRange::parse(">=1.0.0 <2.0.0 || =3.1.0").unwrap();
+        assert!(r.contains(&v("1.0.0")) && r.contains(&v("1.9.9")) && r.contains(&v("3.1.0")));
+        assert!(!r.contains(&v("2.0.0")) && !r.contains(&v("0.9.0")) && !r.contains(&v("3.1.1")));
+        let r = VersionRange::parse(">= 4.6.0  != 4.7.0").unwrap();
+        assert!(r.contains(&v("4.6.0")) && !r.contains(&v("4.7.0")) && r.contains(&v("5.0.0")));
+        assert!(VersionRange::parse("v1.2.3").unwrap().contains(&v("1.2.3")));
+        for bad in ["", ">=", "1.x", ">=1.0.0 ||", "~1.2.3"] {
+            assert!(VersionRange::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// `app` 1.0.0 requires package `lib` >=1.1.0 <2.0.0 and the API `db.x/v1 Store`; `lib`'s
+    /// default channel `stable` has head 2.0.0 and 1.0.0, 1.1.0, 1.2.0; `store` provides the API
+    /// and requires `lib` >=1.0.0; `other` provides it too.
+    fn dependency_catalog() -> Catalog {
+        let bundle = |pkg: &str, v: &str, n: u8, props: serde_json::Value| {
+            let mut p = vec![
+                serde_json::json!({"type": "olm.package", "value": {"packageName": pkg, "version": v}}),
+            ];
+            p.extend(props.as_array().unwrap().iter().cloned());
+            serde_json::json!({"schema": "olm.bundle", "name": format!("{pkg}.v{v}"), "package": pkg,
+                "image": img(&format!("{pkg}/bundle"), n), "properties": p,
+                "relatedImages": [{"name": "op", "image": img(&format!("{pkg}/op"), n)}]})
+        };
+        let gvk = serde_json::json!({"group": "db.x", "version": "v1", "kind": "Store"});
+        let chain = |pkg: &str, versions: &[&str]| {
+            let mut prev: Option<String> = None;
+            let entries: Vec<serde_json::Value> = versions
+                .iter()
+                .map(|v| {
+                    let name = format!("{pkg}.v{v}");
+                    let e = serde_json::json!({"name": name, "replaces": prev});
+                    prev = Some(name);
+                    e
+                })
+                .collect();
+            serde_json::json!({"schema": "olm.channel", "name": "stable", "package": pkg, "entries": entries})
+        };
+        let blobs = [
+            serde_json::json!({"schema": "olm.package", "name": "app", "defaultChannel": "stable"}),
+            chain("app", &["1.0.0"]),
+            bundle(
+                "app",
+                "1.0.0",
+                1,
+                serde_json::json!([
+                {"type": "olm.package.required", "value": {"packageName": "lib", "versionRange": ">=1.1.0 <2.0.0"}},
+                {"type": "olm.gvk.required", "value": gvk}]),
+            ),
+            serde_json::json!({"schema": "olm.package", "name": "lib", "defaultChannel": "stable"}),
+            chain("lib", &["1.0.0", "1.1.0", "1.2.0", "2.0.0"]),
+            bundle("lib", "1.0.0", 10, serde_json::json!([])),
+            bundle("lib", "1.1.0", 11, serde_json::json!([])),
+            bundle("lib", "1.2.0", 12, serde_json::json!([])),
+            bundle("lib", "2.0.0", 20, serde_json::json!([])),
+            serde_json::json!({"schema": "olm.package", "name": "store", "defaultChannel": "stable"}),
+            chain("store", &["0.5.0"]),
+            bundle(
+                "store",
+                "0.5.0",
+                30,
+                serde_json::json!([
+                {"type": "olm.gvk", "value": gvk},
+                {"type": "olm.package.required", "value": {"packageName": "lib", "versionRange": ">=1.0.0"}}]),
+            ),
+            serde_json::json!({"schema": "olm.package", "name": "zother", "defaultChannel": "stable"}),
+            chain("zother", &["9.0.0"]),
+            bundle(
+                "zother",
+                "9.0.0",
+                40,
+                serde_json::json!([{"type": "olm.gvk", "value": gvk}]),
+            ),
+        ];
+        let text: Vec<String> = blobs.iter().map(|b| b.to_string()).collect();
+        let mut c = Catalog {
+            name: CAT.into(),
+            ..Catalog::default()
+        };
+        c.add_file("configs/all.json", text.join("\n").as_bytes())
+            .unwrap();
+        c
+    }
+
+    #[test]
+    fn dependencies_are_followed() {
+        let c = dependency_catalog();
+        let app = c.select("app", None, None, None).unwrap();
+        let deps = c.dependencies(&app).unwrap();
+        let got: Vec<(&str, &str)> = deps
+            .iter()
+            .map(|s| (s.bundle.as_str(), s.channel.as_str()))
+            .collect();
+        // lib: the head 2.0.0 is out of range, so the newest in range; the API from `store`
+        // (first by name), whose own need for lib >=1.0.0 lib 1.2.0 already meets.
+        assert_eq!(got, [("lib.v1.2.0", "stable"), ("store.v0.5.0", "stable")]);
+        assert_eq!(deps[0].image, img("lib/bundle", 12));
+        assert_eq!(deps[0].related_images, [img("lib/op", 12)]);
+        // A selection that already meets the needs adds nothing.
+        let mut both = app.clone();
+        both.extend(c.select("lib", None, Some("1.1.0"), Some("1.1.0")).unwrap());
+        both.extend(c.select("zother", None, None, None).unwrap());
+        assert!(c.dependencies(&both).unwrap().is_empty());
+
+        // Unmet needs are clear errors.
+        let mut c2 = dependency_catalog();
+        c2.packages.remove("store");
+        c2.packages.remove("zother");
+        let e = c2.dependencies(&app).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("catalog {CAT}: bundle `app.v1.0.0` requires API db.x/v1 Store, which no bundle of the catalog provides")
+        );
+        let mut c3 = dependency_catalog();
+        c3.packages
+            .get_mut("lib")
+            .unwrap()
+            .bundles
+            .retain(|n, _| n != "lib.v1.1.0" && n != "lib.v1.2.0");
+        let e = c3.dependencies(&app).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("catalog {CAT}: bundle `app.v1.0.0` requires package `lib` (>=1.1.0 <2.0.0): no bundle of it is in that range")
+        );
     }
 
     #[test]

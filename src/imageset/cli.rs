@@ -272,12 +272,13 @@ fn select_operators(p: &Puller, set: &ImageSet) -> Result<Vec<Selected>> {
             layers::read_files(&blobs.layers, &catalog::select(&labels), &Limits::default())
                 .with_context(|| format!("catalog {} ({})", o.catalog, img.digest))?;
         let cat = catalog::from_files(&o.catalog, &files, &labels)?;
+        let mut picked = Vec::new();
         for pkg in &o.packages {
             if !pkg.bundles.is_empty() {
-                out.extend(cat.select_bundles(&pkg.name, &pkg.bundles)?);
+                picked.extend(cat.select_bundles(&pkg.name, &pkg.bundles)?);
             }
             for ch in &pkg.channels {
-                out.extend(cat.select(
+                picked.extend(cat.select(
                     &pkg.name,
                     ch.name.as_deref(),
                     ch.min_version.as_deref(),
@@ -285,6 +286,11 @@ fn select_operators(p: &Puller, set: &ImageSet) -> Result<Vec<Selected>> {
                 )?);
             }
         }
+        if !o.skip_dependencies {
+            let deps = cat.dependencies(&picked)?;
+            picked.extend(deps);
+        }
+        out.extend(picked);
     }
     out.sort();
     out.dedup();

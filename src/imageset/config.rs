@@ -11,9 +11,9 @@
 //! is staged. What prestage cannot do is refused with the reason: one architecture per image set,
 //! no Helm charts, no whole catalogs (`full: true` or no packages), no `minBundle`.
 //! Fields about mirroring rather than selection (`archiveSize`, `storageConfig`, `graph`,
-//! `kubeVirtContainer`, `targetName`/`targetCatalog`/`targetTag`, `originalRef`,
-//! `skipDependencies`) are accepted and have no effect; operator dependencies are not resolved,
-//! so list the packages a selection depends on. A package-level `minVersion`/`maxVersion`
+//! `kubeVirtContainer`, `targetName`/`targetCatalog`/`targetTag`, `originalRef`) are accepted
+//! and have no effect. The bundles selected bundles depend on are staged too, unless the
+//! catalog entry says `skipDependencies: true`. A package-level `minVersion`/`maxVersion`
 //! applies to its channels that have no range of their own (to its default channel when it
 //! names none).
 
@@ -79,6 +79,8 @@ pub struct OperatorSet {
     pub catalog: String,
     /// Packages.
     pub packages: Vec<PackageSel>,
+    /// Stage only the selected bundles, not the bundles they depend on (`skipDependencies`).
+    pub skip_dependencies: bool,
 }
 
 /// An image set: everything that decides the lists.
@@ -481,7 +483,11 @@ pub fn parse_imageset(file: &str, text: &str) -> Result<ImageSet> {
                 bundles: Vec::new(),
             });
         }
-        set.operators.push(OperatorSet { catalog, packages });
+        set.operators.push(OperatorSet {
+            catalog,
+            packages,
+            skip_dependencies: o.skip_dependencies == Some(true),
+        });
     }
     for (i, a) in m.additional_images.iter().enumerate() {
         let r = check_ref(file, &format!("mirror.additionalImages[{i}].name"), &a.name)?;
@@ -658,6 +664,7 @@ impl ImageSet {
                         }
                     })
                     .collect(),
+                skip_dependencies: o.skip_dependencies.then_some(true),
                 ..OperatorDoc::default()
             })
             .collect();

@@ -442,6 +442,23 @@ fn release_by_version_alone() {
             .any(|l| l.ends_with("=localhost/ocp/release:4.14.3-x86_64")),
         "{mapping}"
     );
+
+    // The discovery rule overridden on the command line.
+    let mut args = s.args("two");
+    args.release = Some("4.14.3".into());
+    args.discovery_component = vec!["etcd".into(), "pod".into()];
+    run(args.clone()).unwrap();
+    let ai = std::fs::read_to_string(s.path("two/ai-images.txt")).unwrap();
+    assert_eq!(ai.lines().count(), 1 + 2, "{ai}");
+    args.discovery_component = vec!["etcd".into(), "no-such-component".into()];
+    args.output = s.path("three");
+    let e = format!("{:#}", run(args).unwrap_err());
+    assert!(
+        e.contains(
+            "no component no-such-component (named by the discovery rule --discovery-component)"
+        ),
+        "{e}"
+    );
 }
 
 #[test]

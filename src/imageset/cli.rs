@@ -66,6 +66,15 @@ pub struct ImagesArgs {
     /// Discovery component rule replacing the built-in one (one component name per line).
     #[arg(long, value_name = "FILE")]
     pub discovery_components: Option<PathBuf>,
+    /// Discovery components replacing the built-in rule, given on the command line
+    /// (repeatable, or comma-separated).
+    #[arg(
+        long,
+        value_name = "NAME",
+        value_delimiter = ',',
+        conflicts_with = "discovery_components"
+    )]
+    pub discovery_component: Vec<String>,
     /// Filter file: `patterns:` regular expressions matched against sources and tags.
     #[arg(long, value_name = "FILE")]
     pub filter: Option<PathBuf>,
@@ -303,6 +312,9 @@ pub fn run(a: ImagesArgs) -> Result<()> {
     let assisted = assisted(&a)?;
     let rule = match &a.discovery_components {
         Some(p) => DiscoveryRule::load(p)?,
+        None if !a.discovery_component.is_empty() => {
+            DiscoveryRule::parse("--discovery-component", &a.discovery_component.join("\n"))?
+        }
         None => DiscoveryRule::builtin()?,
     };
     let filter = match &a.filter {
@@ -431,6 +443,27 @@ mod tests {
         assert_eq!(a.output, PathBuf::from("out"));
         assert!(a.json);
         assert!(Cli::try_parse_from(["images", "--release", "4.14.3"]).is_err());
+        let c = Cli::try_parse_from([
+            "images",
+            "-o",
+            "out",
+            "--discovery-component",
+            "etcd,pod",
+            "--discovery-component",
+            "hyperkube",
+        ])
+        .unwrap();
+        assert_eq!(c.images.discovery_component, ["etcd", "pod", "hyperkube"]);
+        assert!(Cli::try_parse_from([
+            "images",
+            "-o",
+            "out",
+            "--discovery-component",
+            "etcd",
+            "--discovery-components",
+            "rule.txt",
+        ])
+        .is_err());
     }
 
     #[test]

@@ -689,6 +689,25 @@ fn release_channel_through_the_update_graph() {
     );
     assert_eq!(seen.lock().unwrap().len(), 1);
 
+    // 4.14.3 named twice (pinned, and through the range) is staged and recorded once.
+    let mut a = args.clone();
+    a.config = Some(s.write(
+        "twice.yaml",
+        &format!(
+            "{CHANNEL_RANGE}      - name: stable-4.14\n        minVersion: 4.14.3\n        \
+             maxVersion: 4.14.3\n"
+        ),
+    ));
+    a.update_graph = Some(file.display().to_string());
+    a.output = s.path("twice");
+    run(a).unwrap();
+    assert_eq!(
+        read("mapping.txt"),
+        std::fs::read_to_string(s.path("twice/mapping.txt")).unwrap()
+    );
+    let eff = std::fs::read_to_string(s.path("twice/imageset.yaml")).unwrap();
+    assert_eq!(eff.matches("minVersion: 4.14.").count(), 2, "{eff}");
+
     // Clear failures: an empty range, a release of the graph that is not in the registry, an
     // update service that answers 404.
     let fail = |mut a: ImagesArgs, config: &str, graph: &str, out: &str| {

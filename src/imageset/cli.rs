@@ -348,9 +348,16 @@ pub fn run(a: ImagesArgs) -> Result<()> {
     first.dedup();
     puller.pull(&first)?;
     let mut releases: Vec<Release> = Vec::new();
-    for (_, r) in &chosen {
-        let (img, blobs) = puller.layers(r)?;
-        let mut rel = release::read(r, &blobs.layers)?;
+    let mut specs = Vec::new();
+    let mut digests = std::collections::BTreeSet::new();
+    for (spec, r) in chosen {
+        let (img, blobs) = puller.layers(&r)?;
+        // One release named twice (a pinned version and a channel's payload) is read once.
+        if !digests.insert(img.digest.clone()) {
+            continue;
+        }
+        specs.push(spec);
+        let mut rel = release::read(&r, &blobs.layers)?;
         if r.starts_with("oci:") {
             // A layout has no registry name: the node gets it as BASE@DIGEST.
             rel.image = release::image_in(&a.release_base, &img.digest.to_string())
@@ -365,7 +372,7 @@ pub fn run(a: ImagesArgs) -> Result<()> {
             .and_then(|v| semver::Version::parse(v).ok())
     });
     let mut set = set;
-    set.releases = chosen.into_iter().map(|(spec, _)| spec).collect();
+    set.releases = specs;
     let operators = select_operators(&puller, &set)?;
     let inputs = Inputs {
         releases: &releases,

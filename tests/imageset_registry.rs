@@ -526,43 +526,79 @@ fn malformed_inputs_fail_clearly() {
     }
 }
 
+type Heads = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
 /// An update service: answers every GET with `body` (status `status`) and records the request
-/// heads. Returns its base URL.
-fn update_service(
-    status: u16,
-    body: String,
-) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader};
+/// heads; over TLS with `tls` (a server certificate and key). Returns its base URL.
+fn update_service(status: u16, body: String, tls: Option<(&Path, &Path)>) -> (String, Heads) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::Read;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!(
-        "http://{}/api/upgrades_info/v1/graph",
+        "{scheme}://{}/api/upgrades_info/v1/graph",
         listener.local_addr().unwrap()
     );
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let config = tls.map(|(crt, key)| {
+        let certs = CertificateDer::pem_file_iter(crt)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        std::sync::Arc::new(
+            rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+        )
+    });
+    let seen = Heads::default();
     let log = seen.clone();
+    let answer = move |conn: &mut dyn ReadWrite| {
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match conn.read(&mut b) {
+                Ok(1) => head.push(b[0]),
+                _ => return,
+            }
+        }
+        log.lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&head).into_owned());
+        let _ = write!(
+            conn,
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = conn.flush();
+    };
     std::thread::spawn(move || {
         for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let mut head = String::new();
-            let mut r = BufReader::new(conn.try_clone().unwrap());
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
+            let Ok(conn) = conn else { return };
+            match &config {
+                Some(c) => {
+                    let server = rustls::ServerConnection::new(c.clone()).unwrap();
+                    let mut s = rustls::StreamOwned::new(server, conn);
+                    answer(&mut s);
+                    s.conn.send_close_notify();
+                    let _ = s.flush();
                 }
-                head += &line;
+                None => answer(&mut { conn }),
             }
-            log.lock().unwrap().push(head);
-            let _ = write!(
-                conn,
-                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-                 Connection: close\r\n\r\n{body}",
-                body.len()
-            );
         }
     });
     (url, seen)
 }
+
+trait ReadWrite: std::io::Read + Write {}
+impl<T: std::io::Read + Write> ReadWrite for T {}
 
 /// stable-4.14 holds 4.14.3, 4.14.6 and 4.14.7 (not pushed); 4.14.4 (not pushed) is only in
 /// fast-4.14. Updates: 4.14.3 -> 4.14.4 -> 4.14.6, 4.14.3 -> 4.14.6, 4.14.6 -> 4.14.7.
@@ -606,7 +642,7 @@ mirror:
 #[test]
 fn release_channel_through_the_update_graph() {
     let s = setup();
-    let (url, seen) = update_service(200, update_graph(&s));
+    let (url, seen) = update_service(200, update_graph(&s), None);
     let mut args = s.args("out");
     args.config = Some(s.write("range.yaml", CHANNEL_RANGE));
     args.update_graph = Some(url.clone());
@@ -744,10 +780,51 @@ fn release_channel_through_the_update_graph() {
         )),
         "{e}"
     );
-    let (url404, _) = update_service(404, "{}".into());
+    let (url404, _) = update_service(404, "{}".into(), None);
     let e = fail(args.clone(), CHANNEL_RANGE, &url404, "f3");
     assert!(
         e.contains("release channel stable-4.14: update graph http://") && e.contains("HTTP 404"),
         "{e}"
     );
+}
+
+#[test]
+fn update_service_over_tls() {
+    let s = setup();
+    let ca = registry::Ca::new(&s.path("ca"));
+    let (url, seen) = update_service(
+        200,
+        update_graph(&s),
+        Some((&ca.server_crt, &ca.server_key)),
+    );
+    let host = url
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut args = s.args("untrusted");
+    args.config = Some(s.write("range.yaml", CHANNEL_RANGE));
+    args.update_graph = Some(url);
+    // The service's CA is not known yet: refused, naming the service.
+    let e = format!("{:#}", run(args.clone()).unwrap_err());
+    say!("error: {e}");
+    assert!(
+        e.contains("release channel stable-4.14: update graph https://")
+            && e.contains("certificate"),
+        "{e}"
+    );
+    assert!(!s.path("untrusted").exists());
+    // With the CA in a --cert-dir (certs.d convention, HOST:PORT/ca.crt).
+    args.registry.cert_dir = vec![ca.cert_dir(&s.path("certs"), &host)];
+    args.output = s.path("out");
+    run(args).unwrap();
+    let ocp = std::fs::read_to_string(s.path("out/ocp-images.txt")).unwrap();
+    for d in [&s.release, &s.release6] {
+        assert!(
+            ocp.contains(&format!("{}/ocp/release@{d}\n", s.host)),
+            "{ocp}"
+        );
+    }
+    assert!(seen.lock().unwrap().len() >= 1);
 }

@@ -325,7 +325,23 @@ impl GraphSource {
                         ureq::Error::Status(code, r) => {
                             anyhow!("update graph {shown}: HTTP {code} {}", r.status_text())
                         }
-                        ureq::Error::Transport(t) => anyhow!("update graph {shown}: {t}"),
+                        ureq::Error::Transport(t) => {
+                            // ureq's text starts with the URL again.
+                            let msg = t.to_string();
+                            let msg = msg
+                                .strip_prefix(&format!("{shown}: "))
+                                .map(str::to_string)
+                                .unwrap_or(msg);
+                            if msg.contains("certificate") || msg.contains("UnknownIssuer") {
+                                anyhow!(
+                                    "update graph {shown}: TLS certificate not trusted ({msg}); \
+                                     put the service's CA in --cert-dir DIR/{host}/ca.crt or \
+                                     /etc/containers/certs.d/{host}/ca.crt"
+                                )
+                            } else {
+                                anyhow!("update graph {shown}: {msg}")
+                            }
+                        }
                     })?;
                 let mut bytes = Vec::new();
                 resp.into_reader()

@@ -637,13 +637,15 @@ impl Catalog {
                         }
                         let p = self.packages.get(name).ok_or_else(|| {
                             anyhow!(
-                                "catalog {cat}: bundle `{}` requires package `{name}` ({range}), which the catalog does not have",
+                                "catalog {cat}: bundle `{}` requires package `{name}` ({range}), which \
+                                 the catalog does not have",
                                 s.bundle
                             )
                         })?;
                         self.pick(p, &fits).map(|(ch, b)| self.selected(name, ch, b)).ok_or_else(|| {
                             anyhow!(
-                                "catalog {cat}: bundle `{}` requires package `{name}` ({range}): no bundle of it is in that range",
+                                "catalog {cat}: bundle `{}` requires package `{name}` ({range}): no \
+                                 bundle of it is in that range",
                                 s.bundle
                             )
                         })?

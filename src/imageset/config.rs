@@ -598,8 +598,11 @@ impl ImageSet {
         for r in &self.releases {
             match r {
                 ReleaseSpec::Image(r) => {
-                    if platform.release.is_some() {
-                        bail!("two release images ({r} and another): an ImageSetConfiguration names one");
+                    if let Some(other) = &platform.release {
+                        bail!(
+                            "release images {other} and {r}: an ImageSetConfiguration names one \
+                             release image"
+                        );
                     }
                     platform.release = Some(r.clone());
                 }

@@ -85,7 +85,7 @@ struct NodeDoc {
     version: String,
     payload: String,
     #[serde(default)]
-    metadata: BTreeMap<String, String>,
+    metadata: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -117,7 +117,7 @@ pub fn parse(source: &str, bytes: &[u8], channel: &str) -> Result<Graph> {
                 n.payload
             );
         }
-        let in_channel = match n.metadata.get(CHANNELS_KEY) {
+        let in_channel = match n.metadata.get(CHANNELS_KEY).and_then(|v| v.as_str()) {
             Some(list) => list.split(',').any(|c| c.trim() == channel),
             None => true,
         };

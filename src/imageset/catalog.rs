@@ -224,6 +224,18 @@ pub struct Selected {
 }
 
 impl Selected {
+    /// Bundle `b` of `package`, taken from `channel`.
+    pub fn of(package: &str, channel: &str, b: &Bundle) -> Selected {
+        Selected {
+            package: package.to_string(),
+            channel: channel.to_string(),
+            bundle: b.name.clone(),
+            version: b.version.as_ref().map(|v| v.to_string()),
+            image: b.image.clone(),
+            related_images: b.related_images.clone(),
+        }
+    }
+
     /// The bundle image and its related images.
     pub fn images(&self) -> impl Iterator<Item = &String> {
         std::iter::once(&self.image).chain(self.related_images.iter())
@@ -531,14 +543,7 @@ impl Catalog {
         }
         let mut out: Vec<Selected> = picked
             .into_iter()
-            .map(|b| Selected {
-                package: package.to_string(),
-                channel: channel.to_string(),
-                bundle: b.name.clone(),
-                version: b.version.as_ref().map(|v| v.to_string()),
-                image: b.image.clone(),
-                related_images: b.related_images.clone(),
-            })
+            .map(|b| Selected::of(package, channel, b))
             .collect();
         for s in &out {
             if s.image.is_empty() {
@@ -552,17 +557,6 @@ impl Catalog {
 }
 
 impl Catalog {
-    fn selected(&self, package: &str, channel: &str, b: &Bundle) -> Selected {
-        Selected {
-            package: package.to_string(),
-            channel: channel.to_string(),
-            bundle: b.name.clone(),
-            version: b.version.as_ref().map(|v| v.to_string()),
-            image: b.image.clone(),
-            related_images: b.related_images.clone(),
-        }
-    }
-
     /// The bundle of `p` that meets `fits`: the default channel's head when it fits, else the
     /// newest fitting entry of the default channel, then of the other channels by name.
     fn pick<'a>(
@@ -642,7 +636,7 @@ impl Catalog {
                                 s.bundle
                             )
                         })?;
-                        self.pick(p, &fits).map(|(ch, b)| self.selected(name, ch, b)).ok_or_else(|| {
+                        self.pick(p, &fits).map(|(ch, b)| Selected::of(name, ch, b)).ok_or_else(|| {
                             anyhow!(
                                 "catalog {cat}: bundle `{}` requires package `{name}` ({range}): no \
                                  bundle of it is in that range",
@@ -659,7 +653,7 @@ impl Catalog {
                             .values()
                             .find_map(|p| {
                                 self.pick(p, &fits)
-                                    .map(|(ch, b)| self.selected(&p.name, ch, b))
+                                    .map(|(ch, b)| Selected::of(&p.name, ch, b))
                             })
                             .ok_or_else(|| {
                                 anyhow!(
@@ -701,16 +695,8 @@ impl Catalog {
                 .channels
                 .values()
                 .find(|c| c.entries.iter().any(|e| e.name == *n))
-                .map(|c| c.name.clone())
-                .unwrap_or_default();
-            out.push(Selected {
-                package: package.to_string(),
-                channel,
-                bundle: b.name.clone(),
-                version: b.version.as_ref().map(|v| v.to_string()),
-                image: b.image.clone(),
-                related_images: b.related_images.clone(),
-            });
+                .map_or("", |c| c.name.as_str());
+            out.push(Selected::of(package, channel, b));
         }
         out.sort();
         out.dedup();

@@ -25,19 +25,34 @@ fn tree_sizes() -> Vec<u64> {
     v
 }
 
+/// Incompressible pseudo-random bytes (xorshift64) from a seed: the same seed, the same bytes.
+pub struct Noise(u64);
+
+impl Noise {
+    /// A stream for `seed`.
+    pub fn new(seed: u64) -> Noise {
+        Noise(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// Fills `buf` (its length a multiple of 8) with the next bytes.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for w in buf.chunks_exact_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            w.copy_from_slice(&self.0.to_le_bytes());
+        }
+    }
+}
+
 /// Writes `size` bytes of incompressible pseudo-random data.
 fn write_file(path: &Path, size: u64, seed: u64) -> Result<()> {
     let mut f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut noise = Noise::new(seed);
     let mut buf = vec![0u8; (4 * MIB) as usize];
     let mut left = size;
     while left > 0 {
-        for w in buf.chunks_exact_mut(8) {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            w.copy_from_slice(&s.to_le_bytes());
-        }
+        noise.fill(&mut buf);
         let n = left.min(buf.len() as u64) as usize;
         f.write_all(&buf[..n])
             .with_context(|| format!("writing {}", path.display()))?;

@@ -18,20 +18,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use sha2::Digest as _;
 
+use crate::bench::Noise;
 use crate::{cargo, root, run};
 
 const MIB: usize = 1 << 20;
 const IMAGES: usize = 12;
 
 fn data(seed: u64, len: usize) -> Vec<u8> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        v.extend_from_slice(&s.to_le_bytes());
-    }
+    let mut v = vec![0u8; len.div_ceil(8) * 8];
+    Noise::new(seed).fill(&mut v);
     v.truncate(len);
     v
 }

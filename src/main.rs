@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use prestage::content::Owners;
-use prestage::emit::{self, Format};
-use prestage::{compose, layout, verify};
+use prestage::compose::content::Owners;
+use prestage::compose::emit::{self, Format};
+use prestage::compose::{self, layout, verify};
 
 #[derive(Parser)]
 #[command(

@@ -1,6 +1,6 @@
 //! The shipped layouts and the demo.
 //!
-//! Proves: every `layouts/*.toml` loads through `prestage::layout::Layout::load`; the seed layout
+//! Proves: every `layouts/*.toml` loads through `prestage::compose::layout::Layout::load`; the seed layout
 //! reproduces the prototype's geometry (the `data` partition starts at sector 119998464 and runs
 //! to the last aligned sector of the 120 GiB disk, about 62.8 GiB) and composes into an image
 //! where sgdisk finds the partition there and the filesystem checks pass; the 250 GiB layout puts
@@ -14,7 +14,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use prestage::layout::{Filesystem, Layout};
+use prestage::compose::layout::{Filesystem, Layout};
 
 use common::*;
 
@@ -67,7 +67,7 @@ fn every_layout_loads() {
         note!(
             "{}: {} disk, {}",
             p.file_name().unwrap_or_default().to_string_lossy(),
-            prestage::layout::human(l.disk_size),
+            prestage::compose::layout::human(l.disk_size),
             l.partitions
                 .iter()
                 .map(|q| format!("`{}` sectors {}..={}", q.label, q.start_lba, q.end_lba))

@@ -28,7 +28,7 @@ fn four_k_sector_disk() {
     let img = dir.path().join("4k.raw");
     compose_ok(&layout, &[("data", &data), ("cfg", &cfg)], &img);
     verify_ok(&img);
-    let l = prestage::layout::Layout::load(&layout).expect("layout");
+    let l = prestage::compose::layout::Layout::load(&layout).expect("layout");
     assert_eq!(l.sector_size, 4096);
     // The protective MBR's GPT header is at LBA 1 = byte 4096.
     let bytes = std::fs::read(&img).expect("reading the image head")[..4104].to_vec();

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use prestage::compose::compose_contents;
-use prestage::content::{Content, Entry, Source};
-use prestage::emit::Format;
-use prestage::layout::Layout;
+use prestage::compose::content::{Content, Entry, Source};
+use prestage::compose::emit::Format;
+use prestage::compose::layout::Layout;
 
 const LAYOUT: &str = "[disk]\nsize = \"1GiB\"\nguid = \"0b5f6c1e-0000-4000-8000-000000000001\"\n\n\
 [[partition]]\nlabel = \"data\"\nanchor = \"end\"\nsize = \"700MiB\"\nfilesystem = \"xfs\"\n\

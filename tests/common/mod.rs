@@ -392,7 +392,7 @@ pub struct Part {
 /// Locates partition `label` in a raw image through sgdisk, and checks that it is exactly where
 /// the layout (as prestage's library resolves it) puts it.
 pub fn locate(img: &Path, layout: &Path, label: &str) -> Part {
-    let l = prestage::layout::Layout::load(layout)
+    let l = prestage::compose::layout::Layout::load(layout)
         .unwrap_or_else(|e| panic!("loading {}: {e:#}", layout.display()));
     let (idx, lp) = l
         .partitions

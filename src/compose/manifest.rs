@@ -8,7 +8,7 @@
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::content::{Content, Entry, Kind, Source};
+use crate::compose::content::{Content, Entry, Kind, Source};
 
 /// Directory holding prestage's own files in a partition.
 pub const DIR: &str = ".prestage";

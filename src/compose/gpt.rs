@@ -8,8 +8,8 @@ use anyhow::{bail, Context, Result};
 use gptman::{GPTPartitionEntry, GPT};
 use uuid::Uuid;
 
-use crate::diskio::ReadAt;
-use crate::layout::Layout;
+use crate::compose::diskio::ReadAt;
+use crate::compose::layout::Layout;
 
 /// A `Read + Write + Seek` device of a given size that reads zeros and records writes, so that
 /// gptman can lay out a table for a disk that does not exist as a file.

@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::diskio::{ReadAt, Window};
-use crate::gpt;
-use crate::manifest::{self, Manifest, Record};
-use crate::xfs::ondisk::{FileKind, Xfs};
+use crate::compose::diskio::{ReadAt, Window};
+use crate::compose::gpt;
+use crate::compose::manifest::{self, Manifest, Record};
+use crate::compose::xfs::ondisk::{FileKind, Xfs};
 
 /// What was checked in one partition.
 #[derive(Debug, Clone)]

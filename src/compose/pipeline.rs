@@ -22,15 +22,15 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::cleanup;
-use crate::content::{Content, Owners, CHUNK};
-use crate::emit::{self, Format, ImageWriter};
-use crate::gpt;
-use crate::layout::{human, Filesystem, Layout};
-use crate::manifest::{self, Manifest};
-use crate::plan;
-use crate::verify::{self, PartReport};
-use crate::vfat;
-use crate::xfs::{self, Fill};
+use crate::compose::content::{Content, Owners, CHUNK};
+use crate::compose::emit::{self, Format, ImageWriter};
+use crate::compose::gpt;
+use crate::compose::layout::{human, Filesystem, Layout};
+use crate::compose::manifest::{self, Manifest};
+use crate::compose::plan;
+use crate::compose::verify::{self, PartReport};
+use crate::compose::vfat;
+use crate::compose::xfs::{self, Fill};
 
 /// What to compose.
 #[derive(Debug, Clone)]
@@ -210,7 +210,7 @@ pub fn compose_contents(
                     data_bytes += fill_files(&mut *w, *offset, built, content)?;
                 }
                 Staged::Vfat { offset, file } => {
-                    let ranges = crate::diskio::data_ranges(file)?;
+                    let ranges = crate::compose::diskio::data_ranges(file)?;
                     copy_ranges(&mut *w, file, *offset, &ranges)?;
                 }
             }

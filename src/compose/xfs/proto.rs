@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashSet};
 use anyhow::{bail, Result};
 
 use super::ondisk::da_hashname;
-use crate::content::{Content, Entry, Kind};
+use crate::compose::content::{Content, Entry, Kind};
 
 /// Whether a protofile can carry `name` as a token.
 fn is_writable(name: &[u8]) -> bool {

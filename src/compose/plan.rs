@@ -9,8 +9,8 @@
 
 use anyhow::{bail, Result};
 
-use crate::content::{Content, Kind};
-use crate::layout::{human, XfsOptions};
+use crate::compose::content::{Content, Kind};
+use crate::compose::layout::{human, XfsOptions};
 
 /// XFS block size used for every filesystem prestage makes.
 pub const BLOCK: u64 = 4096;
@@ -128,8 +128,8 @@ pub fn check_fits(label: &str, bytes: u64, opts: &XfsOptions, content: &Content)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::content::{Entry, Source};
-    use crate::layout::XfsProfile;
+    use crate::compose::content::{Entry, Source};
+    use crate::compose::layout::XfsProfile;
 
     #[test]
     fn available_matches_mkfs_6_1() {

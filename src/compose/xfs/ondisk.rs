@@ -33,7 +33,7 @@ use std::collections::HashSet;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 
-use crate::diskio::ReadAt;
+use crate::compose::diskio::ReadAt;
 
 /// Offset of `di_crc` inside a v3 inode.
 pub const INODE_CRC_OFFSET: usize = 100;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use uuid::Uuid;
 
-use crate::content::{Content, Kind, Source};
+use crate::compose::content::{Content, Kind, Source};
 
 /// Runs a tool, returning an error with its stderr on failure.
 fn run(tool: &str, args: &[String], package: &str) -> Result<()> {
@@ -60,9 +60,9 @@ pub fn check(label: &str, size: u64, content: &Content) -> Result<()> {
     if need > usable {
         bail!(
             "partition `{label}` is too small: the content needs {} but the {} vfat partition holds about {}",
-            crate::layout::human(need),
-            crate::layout::human(size),
-            crate::layout::human(usable)
+            crate::compose::layout::human(need),
+            crate::compose::layout::human(size),
+            crate::compose::layout::human(usable)
         );
     }
     Ok(())

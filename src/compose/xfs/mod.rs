@@ -24,9 +24,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use uuid::Uuid;
 
-use crate::content::{Content, Kind};
-use crate::layout::{Partition, XfsOptions};
-use crate::plan::{BLOCK, INODE};
+use crate::compose::content::{Content, Kind};
+use crate::compose::layout::{Partition, XfsOptions};
+use crate::compose::plan::{BLOCK, INODE};
 use ondisk::{update_crc, ByteLoc, FileKind, Xfs, INODE_CRC_OFFSET};
 
 /// Where a stretch of a file's bytes goes in the partition.
@@ -461,7 +461,7 @@ pub fn build(
     }
     f.sync_all().context("syncing the partition file")?;
     let (log_at, log_len) = sb.log_byte_range();
-    let metadata = merge(crate::diskio::data_ranges(&part_file)?);
+    let metadata = merge(crate::compose::diskio::data_ranges(&part_file)?);
     let zeros = subtract((log_at, log_len), &metadata);
     Ok(Built {
         part_file,
@@ -475,7 +475,7 @@ pub fn build(
 /// forms; short-form directories have none). The caller guarantees that no other entry hashes
 /// between the two, so the index stays sorted; in a node-form directory the entry must not be the
 /// last of its leaf block, whose hash is also a key in the node above.
-fn fix_leaf_hash<R: crate::diskio::ReadAt>(
+fn fix_leaf_hash<R: crate::compose::diskio::ReadAt>(
     fs: &Xfs<R>,
     f: &File,
     dir_ino: u64,

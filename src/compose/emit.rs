@@ -19,7 +19,7 @@ use imago::{
 };
 use imago::{StorageCreateOptions, StorageOpenOptions};
 
-use crate::diskio::ReadAt;
+use crate::compose::diskio::ReadAt;
 
 /// Output image format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,30 @@
+//! The compose stage: partition content in, verified disk image out.
+//!
+//! Input: a [`layout::Layout`] (the disk: GPT geometry, partitions, filesystems) and, per
+//! partition label, a [`content::Content`] (entries whose bytes come from a
+//! [`content::Source`]: a file, a byte range of a file, bytes, or a generator of known length).
+//! Output: a raw or qcow2 image at the output path, verified before it is renamed into place
+//! (a [`Summary`]).
+//!
+//! - [`layout`]: layout files, resolved to exact sectors;
+//! - [`content`], [`manifest`]: what goes into a partition, and `/.prestage/manifest.json`;
+//! - [`plan`]: the blocks a content set needs in XFS, before anything is written;
+//! - [`xfs`]: reserve-and-fill XFS (protofile, mkfs.xfs, the on-disk reader, finishing);
+//! - `vfat`: FAT partitions; `gpt`: the partition table;
+//! - [`emit`]: raw and qcow2 writers and readers; `diskio`: positioned reads, partition windows;
+//! - [`verify`]: reading an image back through its own metadata against the manifest;
+//! - `pipeline`: the order of work ([`compose`], [`compose_contents`]).
+
+pub mod content;
+pub mod diskio;
+pub mod emit;
+pub mod gpt;
+pub mod layout;
+pub mod manifest;
+mod pipeline;
+pub mod plan;
+pub mod verify;
+pub(crate) mod vfat;
+pub mod xfs;
+
+pub use pipeline::{compose, compose_contents, describe, Request, Summary};

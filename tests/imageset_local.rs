@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 
 use prestage::fetch::cli::RegistryArgs;
-use prestage::imageset::cli::{run, ImagesArgs};
+use prestage::imageset::cli::{run, ImageSetArgs, ImagesArgs};
 use sha2::Digest as _;
 
 fn sha(bytes: &[u8]) -> String {
@@ -82,7 +82,11 @@ fn args(root: &Path, config: &Path, out: &str) -> ImagesArgs {
     std::fs::write(root.join("auth.json"), "{\"auths\": {}}\n").unwrap();
     std::fs::write(root.join("registries.conf"), "").unwrap();
     ImagesArgs {
-        config: Some(config.to_path_buf()),
+        set: ImageSetArgs {
+            config: Some(config.to_path_buf()),
+            release_base: "quay.io/openshift-release-dev/ocp-release".into(),
+            ..ImageSetArgs::default()
+        },
         output: root.join(out),
         registry: RegistryArgs {
             store: Some(root.join("store")),
@@ -92,7 +96,6 @@ fn args(root: &Path, config: &Path, out: &str) -> ImagesArgs {
             jobs: Some(2),
             ..RegistryArgs::default()
         },
-        release_base: "quay.io/openshift-release-dev/ocp-release".into(),
         quiet: true,
         ..ImagesArgs::default()
     }
@@ -266,8 +269,8 @@ fn release_from_an_oci_layout() {
     )
     .unwrap();
     let mut a = args(root, &config, "out");
-    a.release = Some(format!("oci:{}:4.14.3", rel.display()));
-    a.release_base = "registry.example/ocp/release".into();
+    a.set.release = Some(format!("oci:{}:4.14.3", rel.display()));
+    a.set.release_base = "registry.example/ocp/release".into();
     run(a.clone()).unwrap();
     let out = root.join("out");
     let ai = std::fs::read_to_string(out.join("ai-images.txt")).unwrap();
@@ -290,7 +293,7 @@ fn release_from_an_oci_layout() {
     );
 
     // A release base with a tag cannot name it.
-    a.release_base = "registry.example/ocp/release:latest".into();
+    a.set.release_base = "registry.example/ocp/release:latest".into();
     a.output = root.join("bad");
     let e = format!("{:#}", run(a).unwrap_err());
     assert!(e.contains("give a repository without tag or digest"), "{e}");

@@ -14,7 +14,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use prestage::fetch::cli::RegistryArgs;
-use prestage::imageset::cli::{run, ImagesArgs};
+use prestage::imageset::cli::{run, ImageSetArgs, ImagesArgs};
 use registry::images::{data, Pusher};
 use registry::{Registry, RegistryOptions};
 
@@ -305,7 +305,10 @@ impl Setup {
                 jobs: Some(4),
                 ..RegistryArgs::default()
             },
-            release_base: format!("{}/ocp/release", self.host),
+            set: ImageSetArgs {
+                release_base: format!("{}/ocp/release", self.host),
+                ..ImageSetArgs::default()
+            },
             quiet: true,
             ..ImagesArgs::default()
         }
@@ -372,9 +375,9 @@ fn release_catalog_and_imageset_config() {
     let filter = s.write("filter.yaml", "patterns:\n  - '-aws-'\n");
     let t0 = std::time::Instant::now();
     let mut args = s.args("out");
-    args.config = Some(config);
-    args.assisted_images = Some(ai);
-    args.filter = Some(filter);
+    args.set.config = Some(config);
+    args.set.assisted_images = Some(ai);
+    args.set.filter = Some(filter);
     run(args.clone()).unwrap();
     say!("prestage images: {:.1}s", t0.elapsed().as_secs_f64());
     let out = s.path("out");
@@ -411,7 +414,7 @@ fn release_catalog_and_imageset_config() {
     }
     let mut eff = args;
     eff.output = s.path("effective");
-    eff.config = Some(out.join("imageset.yaml"));
+    eff.set.config = Some(out.join("imageset.yaml"));
     run(eff).unwrap();
     assert_eq!(
         std::fs::read(out.join("mapping.txt")).unwrap(),
@@ -423,7 +426,7 @@ fn release_catalog_and_imageset_config() {
 fn release_by_version_alone() {
     let s = setup();
     let mut args = s.args("out");
-    args.release = Some("4.14.3".into());
+    args.set.release = Some("4.14.3".into());
     run(args).unwrap();
     let ai = std::fs::read_to_string(s.path("out/ai-images.txt")).unwrap();
     assert_eq!(ai.lines().count(), 1 + 14);
@@ -445,12 +448,12 @@ fn release_by_version_alone() {
 
     // The discovery rule overridden on the command line.
     let mut args = s.args("two");
-    args.release = Some("4.14.3".into());
-    args.discovery_component = vec!["etcd".into(), "pod".into()];
+    args.set.release = Some("4.14.3".into());
+    args.set.discovery_component = vec!["etcd".into(), "pod".into()];
     run(args.clone()).unwrap();
     let ai = std::fs::read_to_string(s.path("two/ai-images.txt")).unwrap();
     assert_eq!(ai.lines().count(), 1 + 2, "{ai}");
-    args.discovery_component = vec!["etcd".into(), "no-such-component".into()];
+    args.set.discovery_component = vec!["etcd".into(), "no-such-component".into()];
     args.output = s.path("three");
     let e = format!("{:#}", run(args).unwrap_err());
     assert!(
@@ -472,7 +475,7 @@ fn malformed_inputs_fail_clearly() {
     };
 
     let mut a = s.args("o1");
-    a.release = Some("4.14.4".into());
+    a.set.release = Some("4.14.4".into());
     let e = fail(a);
     assert!(
         e.contains("/ocp/release:4.14.4-x86_64: no release-manifests/image-references"),
@@ -480,12 +483,12 @@ fn malformed_inputs_fail_clearly() {
     );
 
     let mut a = s.args("o2");
-    a.release = Some("4.14.5".into());
+    a.set.release = Some("4.14.5".into());
     let e = fail(a);
     assert!(e.contains("path traversal"), "{e}");
 
     let mut a = s.args("o3");
-    a.config = Some(s.write(
+    a.set.config = Some(s.write(
         "bad.yaml",
         &IMAGESET.replace("- name: beta", "- nmae: beta"),
     ));
@@ -496,12 +499,12 @@ fn malformed_inputs_fail_clearly() {
     );
 
     let mut a = s.args("o4");
-    a.config = Some(s.write("broken.yaml", "kind: ImageSetConfiguration\nmirror: [\n"));
+    a.set.config = Some(s.write("broken.yaml", "kind: ImageSetConfiguration\nmirror: [\n"));
     let e = fail(a);
     assert!(e.contains("broken.yaml: "), "{e}");
 
     let mut a = s.args("o5");
-    a.config = Some(s.write(
+    a.set.config = Some(s.write(
         "nopkg.yaml",
         &IMAGESET.replace("- name: foo", "- name: fooo"),
     ));
@@ -512,7 +515,7 @@ fn malformed_inputs_fail_clearly() {
     );
 
     let mut a = s.args("o6");
-    a.config = Some(s.write(
+    a.set.config = Some(s.write(
         "nochan.yaml",
         &IMAGESET.replace("- name: beta", "- name: gamma"),
     ));
@@ -643,9 +646,9 @@ fn release_channel_through_the_update_graph() {
     let s = setup();
     let (url, seen) = update_service(200, update_graph(&s), None);
     let mut args = s.args("out");
-    args.config = Some(s.write("range.yaml", CHANNEL_RANGE));
-    args.update_graph = Some(url.clone());
-    args.controller_image = Some(format!(
+    args.set.config = Some(s.write("range.yaml", CHANNEL_RANGE));
+    args.set.update_graph = Some(url.clone());
+    args.set.controller_image = Some(format!(
         "{}/ai/assisted-installer-reporter-rhel8:v1.0.0-89",
         s.host
     ));
@@ -699,8 +702,8 @@ fn release_channel_through_the_update_graph() {
     let eff = read("imageset.yaml");
     assert_eq!(eff.matches("minVersion: 4.14.").count(), 2, "{eff}");
     let mut again = args.clone();
-    again.config = Some(out.join("imageset.yaml"));
-    again.update_graph = Some("http://127.0.0.1:9/unreachable".into());
+    again.set.config = Some(out.join("imageset.yaml"));
+    again.set.update_graph = Some("http://127.0.0.1:9/unreachable".into());
     again.output = s.path("again");
     run(again).unwrap();
     assert_eq!(
@@ -711,11 +714,11 @@ fn release_channel_through_the_update_graph() {
     // The same graph saved to a file, and the shortest path 4.14.3 -> 4.14.6 (direct).
     let file = s.write("graph.json", &update_graph(&s));
     let mut a = args.clone();
-    a.config = Some(s.write(
+    a.set.config = Some(s.write(
         "path.yaml",
         &CHANNEL_RANGE.replace("4.14.6\n", "4.14.6\n        shortestPath: true\n"),
     ));
-    a.update_graph = Some(file.display().to_string());
+    a.set.update_graph = Some(file.display().to_string());
     a.output = s.path("path");
     run(a).unwrap();
     assert_eq!(
@@ -726,14 +729,14 @@ fn release_channel_through_the_update_graph() {
 
     // 4.14.3 named twice (pinned, and through the range) is staged and recorded once.
     let mut a = args.clone();
-    a.config = Some(s.write(
+    a.set.config = Some(s.write(
         "twice.yaml",
         &format!(
             "{CHANNEL_RANGE}      - name: stable-4.14\n        minVersion: 4.14.3\n        \
              maxVersion: 4.14.3\n"
         ),
     ));
-    a.update_graph = Some(file.display().to_string());
+    a.set.update_graph = Some(file.display().to_string());
     a.output = s.path("twice");
     run(a).unwrap();
     assert_eq!(
@@ -746,8 +749,8 @@ fn release_channel_through_the_update_graph() {
     // Clear failures: an empty range, a release of the graph that is not in the registry, an
     // update service that answers 404.
     let fail = |mut a: ImagesArgs, config: &str, graph: &str, out: &str| {
-        a.config = Some(s.write(&format!("{out}.yaml"), config));
-        a.update_graph = Some(graph.to_string());
+        a.set.config = Some(s.write(&format!("{out}.yaml"), config));
+        a.set.update_graph = Some(graph.to_string());
         a.output = s.path(out);
         let e = format!("{:#}", run(a).unwrap_err());
         say!("error: {e}");
@@ -803,8 +806,8 @@ fn update_service_over_tls() {
         .unwrap()
         .to_string();
     let mut args = s.args("untrusted");
-    args.config = Some(s.write("range.yaml", CHANNEL_RANGE));
-    args.update_graph = Some(url);
+    args.set.config = Some(s.write("range.yaml", CHANNEL_RANGE));
+    args.set.update_graph = Some(url);
     // The service's CA is not known yet: refused, naming the service.
     let e = format!("{:#}", run(args.clone()).unwrap_err());
     say!("error: {e}");

@@ -1,21 +1,15 @@
-//! The `pull` and `store` subcommands: argument definitions (used by `src/main.rs`), list-file
-//! parsing, and turning arguments into a [`PullOptions`].
+//! The `pull` and `store` subcommands: argument definitions (used by `src/main.rs`) and
+//! printing; the work is in [`super::connect`], [`super::pull`] and [`super::store`].
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
-use super::auth::AuthConfig;
-use super::mirrors::RegistriesConf;
+use super::connect::{self, Connection, Settings};
 use super::progress::{self, Progress};
-use super::pull::{self, PullOptions, Request};
-use super::registry::{ClientSettings, Registries};
-use super::retry::RetryPolicy;
+use super::pull::{self, Request};
 use super::store::Store;
-use super::tls::TlsSettings;
 
 /// `prestage pull` arguments.
 #[derive(Args, Debug)]
@@ -43,8 +37,7 @@ pub struct PullArgs {
     pub quiet: bool,
 }
 
-/// `prestage store` subcommands.
-/// Store and registry options shared by `pull` and `images`.
+/// Store and registry options shared by `pull`, `images`, `plan` and `build`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct RegistryArgs {
     /// Store directory (default `$XDG_CACHE_HOME/prestage`).
@@ -74,86 +67,31 @@ pub struct RegistryArgs {
     pub retries: u32,
 }
 
-/// What [`RegistryArgs`] resolve to: loaded credentials and mirrors, checked options.
-pub struct Connection {
-    auth: AuthConfig,
-    mirrors: RegistriesConf,
-    cert_dirs: Vec<PathBuf>,
-    insecure: Vec<String>,
-    retries: u32,
-    /// Parallel downloads.
-    pub jobs: usize,
-}
-
 impl RegistryArgs {
-    /// Checks the options and loads the auth file and registries.conf.
-    pub fn connect(&self) -> Result<Connection> {
-        if self.jobs == Some(0) {
-            bail!("--jobs must be at least 1");
-        }
-        if self.retries == 0 {
-            bail!("--retries must be at least 1");
-        }
-        for d in &self.cert_dir {
-            if !d.is_dir() {
-                bail!("--cert-dir {}: no such directory", d.display());
-            }
-        }
-        Ok(Connection {
-            auth: AuthConfig::load(self.authfile.as_deref())?,
-            mirrors: RegistriesConf::load(self.registries_conf.as_deref())?,
+    /// The registry settings these options give.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            authfile: self.authfile.clone(),
             cert_dirs: self.cert_dir.clone(),
             insecure: self.insecure_registry.clone(),
+            registries_conf: self.registries_conf.clone(),
             retries: self.retries,
-            jobs: self.jobs.unwrap_or_else(default_jobs),
-        })
+            jobs: self.jobs,
+        }
+    }
+
+    /// Checks the options and loads the auth file and registries.conf.
+    pub fn connect(&self) -> Result<Connection> {
+        self.settings().connect()
     }
 
     /// Opens (creating it if needed) the store.
     pub fn open_store(&self) -> Result<Store> {
-        Store::open(&store_dir(self.store.clone())?)
+        Store::open(&connect::store_dir(self.store.as_deref())?)
     }
 }
 
-impl Connection {
-    /// TLS for another HTTPS service (`host[:port]`, e.g. an update service), with the same
-    /// certificate directories and insecure list as the registries.
-    pub fn tls_config(&self, host: &str) -> Result<std::sync::Arc<rustls::ClientConfig>> {
-        TlsSettings {
-            cert_dirs: self.cert_dirs.clone(),
-            system_dirs: true,
-        }
-        .client_config(host, self.insecure.iter().any(|h| h == host))
-    }
-
-    /// Pull options for `requests`.
-    pub fn options(&self, requests: Vec<Request>, arch: &str, all_arches: bool) -> PullOptions {
-        let registries = Registries::new(ClientSettings {
-            auth: self.auth.clone(),
-            tls: TlsSettings {
-                cert_dirs: self.cert_dirs.clone(),
-                system_dirs: true,
-            },
-            insecure: self.insecure.iter().cloned().collect(),
-            connect_timeout: Duration::from_secs(30),
-            io_timeout: Duration::from_secs(120),
-            connections: self.jobs,
-        });
-        PullOptions {
-            requests,
-            arch: arch.to_string(),
-            all_arches,
-            jobs: self.jobs,
-            registries,
-            mirrors: self.mirrors.clone(),
-            retry: RetryPolicy {
-                attempts: self.retries,
-                ..RetryPolicy::default()
-            },
-        }
-    }
-}
-
+/// `prestage store` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum StoreCommand {
     /// Re-hash every blob and manifest, and check every recorded reference is complete.
@@ -170,57 +108,6 @@ pub enum StoreCommand {
     },
 }
 
-/// Parses a list file: one reference per line, blank lines and `#` comments ignored.
-pub fn parse_list(path: &Path) -> Result<Vec<Request>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("--list {}", path.display()))?;
-    let mut v = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = match line.find('#') {
-            Some(k) => &line[..k],
-            None => line,
-        }
-        .trim();
-        if line.is_empty() {
-            continue;
-        }
-        if line.split_whitespace().count() > 1 {
-            bail!(
-                "{}:{}: one reference per line expected, found `{line}`",
-                path.display(),
-                i + 1
-            );
-        }
-        let r = Request::parse(line)
-            .map_err(|e| anyhow::anyhow!("{}:{}: {e:#}", path.display(), i + 1))?;
-        v.push(r);
-    }
-    Ok(v)
-}
-
-fn default_jobs() -> usize {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    (cores * 4).clamp(4, 32)
-}
-
-fn store_dir(store: Option<PathBuf>) -> Result<PathBuf> {
-    match store {
-        Some(s) => Ok(s),
-        None => Store::default_dir(),
-    }
-}
-
-/// The directory of an existing store (for `store verify|prune`, which must not create one).
-fn existing_store(store: Option<PathBuf>) -> Result<PathBuf> {
-    let dir = store_dir(store)?;
-    if !dir.join("blobs/sha256").is_dir() {
-        bail!("{}: no prestage store there", dir.display());
-    }
-    Ok(dir)
-}
-
 /// Runs `prestage pull`.
 pub fn pull(a: PullArgs) -> Result<()> {
     let mut requests = Vec::new();
@@ -228,13 +115,12 @@ pub fn pull(a: PullArgs) -> Result<()> {
         requests.push(Request::parse(r).map_err(|e| anyhow::anyhow!("{e:#}"))?);
     }
     if let Some(l) = &a.list {
-        requests.extend(parse_list(l)?);
+        requests.extend(connect::parse_list(l)?);
     }
     if requests.is_empty() {
         bail!("nothing to pull: give references or --list FILE");
     }
-    let mut seen = HashSet::new();
-    requests.retain(|r| seen.insert(r.key.clone()));
+    pull::dedup(&mut requests);
     let opts = a
         .registry
         .connect()?
@@ -264,7 +150,7 @@ pub fn pull(a: PullArgs) -> Result<()> {
 pub fn store(cmd: StoreCommand) -> Result<()> {
     match cmd {
         StoreCommand::Verify { store } => {
-            let dir = existing_store(store)?;
+            let dir = connect::existing_store(store.as_deref())?;
             let s = Store::open(&dir)?;
             let r = s.verify()?;
             for p in &r.problems {
@@ -288,7 +174,7 @@ pub fn store(cmd: StoreCommand) -> Result<()> {
             Ok(())
         }
         StoreCommand::Prune { store } => {
-            let dir = existing_store(store)?;
+            let dir = connect::existing_store(store.as_deref())?;
             let s = Store::open_exclusive(&dir)?;
             let r = s.prune()?;
             println!(

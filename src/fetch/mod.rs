@@ -6,10 +6,12 @@
 //! - [`manifest`]: OCI and Docker manifest kinds, platform selection;
 //! - [`registry`], [`auth`], [`tls`], [`mirrors`]: reaching registries;
 //! - [`local`]: `oci:` and `dir:` sources; [`source`]: what every source provides;
+//! - [`connect`]: registry settings resolved into a [`connect::Connection`];
 //! - [`retry`], [`progress`], [`pull`]: the parallel, resumable pull; [`cli`]: the subcommands.
 
 pub mod auth;
 pub mod cli;
+pub mod connect;
 pub mod digest;
 pub mod local;
 pub mod manifest;

@@ -40,6 +40,12 @@ impl Request {
     }
 }
 
+/// Drops repeated requests (same key), keeping the first.
+pub fn dedup(requests: &mut Vec<Request>) {
+    let mut seen = std::collections::HashSet::new();
+    requests.retain(|r| seen.insert(r.key.clone()));
+}
+
 /// What to pull and how.
 pub struct PullOptions {
     /// Images, de-duplicated by key.
@@ -365,6 +371,23 @@ fn parallel<T: Sync, R: Send>(items: &[T], jobs: usize, f: impl Fn(&T) -> R + Sy
         .into_iter()
         .flatten()
         .collect()
+}
+
+/// Resolves every requested image's manifests (stored byte-exact, as a pull does) without
+/// downloading any blob; the records say what each image needs. Nothing is recorded under the
+/// requests' references: an image is recorded only once all its blobs are stored.
+pub fn resolve_manifests(store: &Store, opts: &PullOptions) -> Result<Vec<Record>> {
+    let mut errors = Vec::new();
+    let records: Vec<Record> = parallel(&opts.requests, opts.jobs, |r| resolve(store, r, opts))
+        .into_iter()
+        .filter_map(|r| r.map_err(|e| errors.push(e)).ok())
+        .map(|r| r.record)
+        .collect();
+    if !errors.is_empty() {
+        errors.sort();
+        bail!("{}", errors.join("\n"));
+    }
+    Ok(records)
 }
 
 /// Pulls every requested image into the store.

@@ -1,32 +1,19 @@
-//! `prestage images`: resolve an image set into the lists the node loads. Resolves release
-//! channels through the update graph, pulls the release and
-//! catalog images into the store through the fetch stage, reads their layers from the store,
-//! selects operator bundles, resolves tagged references to digests (by pulling them, which also
-//! fills the store for the build), and writes `ai-images.txt`, `ocp-images.txt`, `mapping.txt`
-//! and the effective `imageset.yaml` into the output directory.
+//! `prestage images`: the arguments that choose an image set (shared with `plan` and `build`),
+//! and the `images` run, which resolves them ([`super::resolve`]) and writes `ai-images.txt`,
+//! `ocp-images.txt`, `mapping.txt` and the effective `imageset.yaml` into the output directory.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::Result;
 use clap::Args;
 
-use super::catalog::{self, Selected};
-use super::config::{self, ImageSet, ReleaseSpec};
-use super::filter::Filter;
-use super::graph::{self, GraphSource};
-use super::layers::{self, Limits};
-use super::lists::{self, AssistedImages, DiscoveryRule, Inputs, Resolved};
-use super::release::{self, Release};
-use crate::fetch::cli::{Connection, RegistryArgs};
-use crate::fetch::progress::Progress;
-use crate::fetch::pull::{self, Request};
-use crate::fetch::reference::{canonical_key, ImageRef};
-use crate::fetch::store::{Store, StoredImage};
+use super::release;
+use super::resolve::{self, Discovery, Request, Tagged};
+use crate::fetch::cli::RegistryArgs;
 
-/// `prestage images` arguments.
+/// The options that choose an image set, shared by `images`, `plan` and `build`.
 #[derive(Args, Debug, Clone, Default)]
-pub struct ImagesArgs {
+pub struct ImageSetArgs {
     /// oc-mirror ImageSetConfiguration (mirror.openshift.io/v1alpha2 or v2alpha1).
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -78,6 +65,14 @@ pub struct ImagesArgs {
     /// Filter file: `patterns:` regular expressions matched against sources and tags.
     #[arg(long, value_name = "FILE")]
     pub filter: Option<PathBuf>,
+}
+
+/// `prestage images` arguments.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ImagesArgs {
+    /// What to resolve.
+    #[command(flatten)]
+    pub set: ImageSetArgs,
     /// Output directory.
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
@@ -92,312 +87,41 @@ pub struct ImagesArgs {
     pub quiet: bool,
 }
 
-struct Puller {
-    store: Store,
-    conn: Connection,
-    quiet: bool,
-    arch: String,
-}
-
-impl Puller {
-    fn pull(&self, refs: &[String]) -> Result<()> {
-        if refs.is_empty() {
-            return Ok(());
-        }
-        let requests = refs
-            .iter()
-            .map(|r| Request::parse(r).map_err(|e| anyhow!("{r}: {e:#}")))
-            .collect::<Result<Vec<_>>>()?;
-        let opts = self.conn.options(requests, &self.arch, false);
-        pull::pull(&self.store, &opts, &Progress::new(self.quiet))?;
-        Ok(())
-    }
-
-    fn image(&self, reference: &str) -> Result<StoredImage> {
-        self.store
-            .image(&canonical_key(reference))?
-            .ok_or_else(|| anyhow!("{reference}: not in the store after pulling it"))
-    }
-
-    fn layers(&self, reference: &str) -> Result<(StoredImage, layers::ImageBlobs)> {
-        let img = self.image(reference)?;
-        let Some(inst) = img.instances.first() else {
-            bail!(
-                "{reference}: no image manifest for {} in the store",
-                self.arch
-            );
-        };
-        let blobs = layers::image_blobs(inst).with_context(|| reference.to_string())?;
-        Ok((img, blobs))
-    }
-}
-
-/// The releases of an image set, channels resolved through the update graph: each as a spec
-/// without channel ranges (for the effective `imageset.yaml`) and the reference to pull.
-/// `tls` gives the TLS configuration for the update service's host.
-fn resolve_releases(
-    set: &ImageSet,
-    a: &ImagesArgs,
-    tls: &dyn Fn(&str) -> Result<std::sync::Arc<rustls::ClientConfig>>,
-) -> Result<Vec<(ReleaseSpec, String)>> {
-    let base = Some(a.release_base.as_str()).filter(|b| !b.is_empty());
-    let source = GraphSource::parse(
-        a.update_graph
-            .as_deref()
-            .unwrap_or(graph::DEFAULT_UPDATE_GRAPH),
-    );
-    let mut out: Vec<(ReleaseSpec, String)> = Vec::new();
-    for spec in &set.releases {
-        match spec {
-            ReleaseSpec::Image(r) => {
-                if r.starts_with("oci:") {
-                    // Checked now: it names the release on the node once it is read.
-                    release::base_repository(&a.release_base)
-                        .with_context(|| format!("--release-base for {r}"))?;
+impl ImageSetArgs {
+    /// The resolution request these options give.
+    pub fn request(&self, tagged: Tagged, quiet: bool) -> Request {
+        Request {
+            config: self.config.clone(),
+            release: self.release.clone(),
+            arch: self.arch.clone(),
+            release_base: self.release_base.clone(),
+            update_graph: self.update_graph.clone(),
+            agent_image: self.agent_image.clone(),
+            installer_image: self.installer_image.clone(),
+            controller_image: self.controller_image.clone(),
+            assisted_images: self.assisted_images.clone(),
+            additional_images: self.additional_images.clone(),
+            discovery: match &self.discovery_components {
+                Some(p) => Discovery::File(p.clone()),
+                None if !self.discovery_component.is_empty() => {
+                    Discovery::Names(self.discovery_component.clone())
                 }
-                out.push((spec.clone(), r.clone()))
-            }
-            ReleaseSpec::Version { version, .. } => out.push((
-                spec.clone(),
-                release::release_ref_for_version(version, &set.arch, base)?,
-            )),
-            ReleaseSpec::Channel(range) => {
-                let g = source
-                    .load(&range.name, &set.arch, tls)
-                    .with_context(|| format!("release channel {}", range.name))?;
-                let chosen = g.select(range)?;
-                if !a.quiet {
-                    let versions: Vec<String> =
-                        chosen.iter().map(|n| n.version.to_string()).collect();
-                    eprintln!(
-                        "channel {}: {} release{} ({})",
-                        range.name,
-                        chosen.len(),
-                        if chosen.len() == 1 { "" } else { "s" },
-                        versions.join(", ")
-                    );
-                }
-                for n in chosen {
-                    out.push((
-                        ReleaseSpec::Version {
-                            version: n.version.to_string(),
-                            channel: Some(range.name.clone()),
-                        },
-                        n.payload.clone(),
-                    ));
-                }
-            }
+                None => Discovery::Builtin,
+            },
+            filter: self.filter.clone(),
+            tagged,
+            quiet,
         }
     }
-    // The same release from two entries is staged once.
-    let mut seen = std::collections::BTreeSet::new();
-    out.retain(|(_, r)| seen.insert(canonical_key(r)));
-    Ok(out)
-}
-
-/// The image set from the config file and the flags.
-fn image_set(a: &ImagesArgs) -> Result<ImageSet> {
-    let mut set = match &a.config {
-        Some(p) => config::load_imageset(p)?,
-        None => ImageSet {
-            arch: "amd64".to_string(),
-            ..ImageSet::default()
-        },
-    };
-    if let Some(r) = &a.release {
-        let spec = if let Some(dir) = r.strip_prefix("oci:") {
-            if dir.is_empty() {
-                bail!("--release oci:: needs a directory");
-            }
-            ReleaseSpec::Image(r.clone())
-        } else if !r.contains('/') {
-            semver::Version::parse(r).with_context(|| {
-                format!("--release {r}: neither X.Y.Z nor an image reference (HOST/PATH:TAG)")
-            })?;
-            ReleaseSpec::Version {
-                version: r.clone(),
-                channel: None,
-            }
-        } else {
-            let parsed = ImageRef::parse(r.strip_prefix("docker://").unwrap_or(r))
-                .with_context(|| format!("--release {r}: not an image reference"))?;
-            ReleaseSpec::Image(parsed.to_string())
-        };
-        set.merge(ImageSet {
-            releases: vec![spec],
-            ..ImageSet::default()
-        })
-        .context("--release and the config")?;
-    }
-    if let Some(arch) = &a.arch {
-        release::release_arch(arch).context("--arch")?;
-        set.arch = arch.clone();
-    }
-    if let Some(p) = &a.additional_images {
-        set.additional_images.extend(config::load_list(p)?);
-    }
-    Ok(set)
-}
-
-fn assisted(a: &ImagesArgs) -> Result<AssistedImages> {
-    let mut ai = match &a.assisted_images {
-        Some(p) => {
-            let refs = config::load_list(p)?;
-            AssistedImages::from_list(&p.display().to_string(), &refs)?
-        }
-        None => AssistedImages::default(),
-    };
-    for (flag, given, slot) in [
-        ("--agent-image", &a.agent_image, &mut ai.agent),
-        ("--installer-image", &a.installer_image, &mut ai.installer),
-        (
-            "--controller-image",
-            &a.controller_image,
-            &mut ai.controller,
-        ),
-    ] {
-        if let Some(r) = given {
-            let parsed = ImageRef::parse(r.strip_prefix("docker://").unwrap_or(r))
-                .with_context(|| format!("{flag} {r}"))?;
-            *slot = Some(parsed.to_string());
-        }
-    }
-    Ok(ai)
-}
-
-fn select_operators(p: &Puller, set: &ImageSet) -> Result<Vec<Selected>> {
-    let mut out = Vec::new();
-    for o in &set.operators {
-        let (img, blobs) = p.layers(&o.catalog)?;
-        let labels = match &blobs.config {
-            Some(c) => {
-                let bytes = std::fs::read(c).with_context(|| format!("reading {}", c.display()))?;
-                layers::config_labels(&bytes)
-                    .with_context(|| format!("catalog {}: image config", o.catalog))?
-            }
-            None => BTreeMap::new(),
-        };
-        let files =
-            layers::read_files(&blobs.layers, &catalog::select(&labels), &Limits::default())
-                .with_context(|| format!("catalog {} ({})", o.catalog, img.digest))?;
-        let cat = catalog::from_files(&o.catalog, &files, &labels)?;
-        let mut picked = Vec::new();
-        for pkg in &o.packages {
-            if !pkg.bundles.is_empty() {
-                picked.extend(cat.select_bundles(&pkg.name, &pkg.bundles)?);
-            }
-            for ch in &pkg.channels {
-                picked.extend(cat.select(
-                    &pkg.name,
-                    ch.name.as_deref(),
-                    ch.min_version.as_deref(),
-                    ch.max_version.as_deref(),
-                )?);
-            }
-        }
-        if !o.skip_dependencies {
-            let deps = cat.dependencies(&picked)?;
-            picked.extend(deps);
-        }
-        out.extend(picked);
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
 }
 
 /// Runs `prestage images`.
 pub fn run(a: ImagesArgs) -> Result<()> {
-    let set = image_set(&a)?;
-    let assisted = assisted(&a)?;
-    let rule = match &a.discovery_components {
-        Some(p) => DiscoveryRule::load(p)?,
-        None if !a.discovery_component.is_empty() => {
-            DiscoveryRule::parse("--discovery-component", &a.discovery_component.join("\n"))?
-        }
-        None => DiscoveryRule::builtin()?,
-    };
-    let filter = match &a.filter {
-        Some(p) => Filter::load(p)?,
-        None => Filter::default(),
-    };
     let conn = a.registry.connect()?;
-    if set.releases.is_empty()
-        && set.operators.is_empty()
-        && set.additional_images.is_empty()
-        && assisted == AssistedImages::default()
-    {
-        bail!("no images: give --release, --config or image lists");
-    }
-    let puller = Puller {
-        store: a.registry.open_store()?,
-        conn,
-        quiet: a.quiet,
-        // The payload of a multi-arch release lists the same components in every instance.
-        arch: if set.arch == "multi" {
-            "amd64".to_string()
-        } else {
-            set.arch.clone()
-        },
-    };
-    let chosen = resolve_releases(&set, &a, &|host| puller.conn.tls_config(host))?;
-    // The releases and the catalogs are read, so they are pulled first.
-    let mut first: Vec<String> = chosen.iter().map(|(_, r)| r.clone()).collect();
-    first.extend(set.operators.iter().map(|o| o.catalog.clone()));
-    first.sort();
-    first.dedup();
-    puller.pull(&first)?;
-    let mut releases: Vec<Release> = Vec::new();
-    let mut specs = Vec::new();
-    let mut digests = std::collections::BTreeSet::new();
-    for (spec, r) in chosen {
-        let (img, blobs) = puller.layers(&r)?;
-        // One release named twice (a pinned version and a channel's payload) is read once.
-        if !digests.insert(img.digest.clone()) {
-            continue;
-        }
-        specs.push(spec);
-        let mut rel = release::read(&r, &blobs.layers)?;
-        if r.starts_with("oci:") {
-            // A layout has no registry name: the node gets it as BASE@DIGEST.
-            rel.image = release::image_in(&a.release_base, &img.digest.to_string())
-                .with_context(|| format!("--release-base for {r}"))?;
-        }
-        releases.push(rel);
-    }
-    // Oldest first (the order names shared components' tags); unversioned ones first.
-    releases.sort_by_key(|r| {
-        r.version
-            .as_deref()
-            .and_then(|v| semver::Version::parse(v).ok())
-    });
-    let mut set = set;
-    set.releases = specs;
-    let operators = select_operators(&puller, &set)?;
-    let inputs = Inputs {
-        releases: &releases,
-        arch: &set.arch,
-        assisted: &assisted,
-        rule: &rule,
-        operators: &operators,
-        additional: &set.additional_images,
-        blocked: &set.blocked_images,
-        filter: &filter,
-    };
-    let unresolved = lists::to_resolve(&inputs)?;
-    // What the first pull resolved stays as read (a tag moving meanwhile changes nothing).
-    let rest: Vec<String> = unresolved
-        .iter()
-        .filter(|r| !first.iter().any(|f| canonical_key(f) == **r))
-        .cloned()
-        .collect();
-    puller.pull(&rest)?;
-    let mut table = BTreeMap::new();
-    for r in &unresolved {
-        table.insert(r.clone(), puller.image(r)?.digest);
-    }
-    let out = lists::build(&inputs, &Resolved(table))?;
-    out.write(&a.output, Some(&set.to_yaml()?))?;
+    let store = a.registry.open_store()?;
+    let r = resolve::resolve(&a.set.request(Tagged::Pull, a.quiet), store, conn)?;
+    let out = &r.lists;
+    out.write(&a.output, Some(&r.imageset_yaml))?;
     if a.json {
         println!("{}", out.to_json()?);
     } else if !a.quiet {
@@ -445,8 +169,8 @@ mod tests {
         ])
         .unwrap();
         let a = c.images;
-        assert_eq!(a.release.as_deref(), Some("4.14.3"));
-        assert_eq!(a.release_base, release::DEFAULT_RELEASE_BASE);
+        assert_eq!(a.set.release.as_deref(), Some("4.14.3"));
+        assert_eq!(a.set.release_base, release::DEFAULT_RELEASE_BASE);
         assert_eq!(a.output, PathBuf::from("out"));
         assert!(a.json);
         assert!(Cli::try_parse_from(["images", "--release", "4.14.3"]).is_err());
@@ -460,7 +184,10 @@ mod tests {
             "hyperkube",
         ])
         .unwrap();
-        assert_eq!(c.images.discovery_component, ["etcd", "pod", "hyperkube"]);
+        assert_eq!(
+            c.images.set.discovery_component,
+            ["etcd", "pod", "hyperkube"]
+        );
         assert!(Cli::try_parse_from([
             "images",
             "-o",
@@ -471,52 +198,5 @@ mod tests {
             "rule.txt",
         ])
         .is_err());
-    }
-
-    #[test]
-    fn release_from_flags() {
-        let a = ImagesArgs {
-            release: Some("4.14.3".into()),
-            arch: Some("arm64".into()),
-            ..ImagesArgs::default()
-        };
-        let set = image_set(&a).unwrap();
-        let chosen = resolve_releases(&set, &a, &|_| unreachable!("no channel")).unwrap();
-        assert_eq!(
-            chosen[0].1,
-            "quay.io/openshift-release-dev/ocp-release:4.14.3-aarch64"
-        );
-        let a = ImagesArgs {
-            release: Some("docker://quay.io/x/release:4.14.3-x86_64".into()),
-            ..ImagesArgs::default()
-        };
-        let set = image_set(&a).unwrap();
-        assert_eq!(
-            set.releases,
-            [ReleaseSpec::Image("quay.io/x/release:4.14.3-x86_64".into())]
-        );
-        let a = ImagesArgs {
-            release: Some("oci:/srv/release:4.14.3".into()),
-            ..ImagesArgs::default()
-        };
-        let set = image_set(&a).unwrap();
-        assert_eq!(
-            set.releases,
-            [ReleaseSpec::Image("oci:/srv/release:4.14.3".into())]
-        );
-        let a = ImagesArgs {
-            release: Some("4.14".into()),
-            ..ImagesArgs::default()
-        };
-        let e = format!("{:#}", image_set(&a).unwrap_err());
-        assert!(
-            e.starts_with("--release 4.14: neither X.Y.Z nor an image reference"),
-            "{e}"
-        );
-        let a = ImagesArgs {
-            arch: Some("x86_64".into()),
-            ..ImagesArgs::default()
-        };
-        assert!(image_set(&a).is_err());
     }
 }

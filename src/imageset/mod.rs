@@ -8,7 +8,9 @@
 //! - [`filter`]: regular-expression filter files;
 //! - [`graph`]: release channels resolved through the update graph;
 //! - [`lists`]: the discovery and install lists, `mapping.txt` and the JSON summary;
-//! - [`cli`]: `prestage images`, pulling through the fetch stage and writing the lists.
+//! - [`resolve`]: the run that joins them: an image-set request in, pinned lists out, pulling
+//!   through the fetch stage;
+//! - [`cli`]: the options that choose an image set, and `prestage images`.
 
 pub mod catalog;
 pub mod cli;
@@ -18,3 +20,4 @@ pub mod graph;
 pub mod layers;
 pub mod lists;
 pub mod release;
+pub mod resolve;

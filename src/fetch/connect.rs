@@ -1,0 +1,178 @@
+//! Registry access as a typed value: the settings a run is given (auth file, certificate
+//! directories, insecure registries, registries.conf, retries, parallelism) and the
+//! [`Connection`] they resolve to (credentials and mirrors loaded, options checked), from which
+//! [`PullOptions`] for any set of requests and TLS configurations for other HTTPS services (an
+//! update service) are made. Used by every stage that reaches registries (`pull`, `images`,
+//! `build`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use super::auth::AuthConfig;
+use super::mirrors::RegistriesConf;
+use super::pull::{PullOptions, Request};
+use super::registry::{ClientSettings, Registries};
+use super::retry::RetryPolicy;
+use super::store::Store;
+use super::tls::TlsSettings;
+
+/// How to reach registries (what the command-line options say).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Auth file; `None`: REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+    /// ~/.docker/config.json.
+    pub authfile: Option<PathBuf>,
+    /// Certificate directories (besides /etc/containers/certs.d).
+    pub cert_dirs: Vec<PathBuf>,
+    /// Registries (`HOST[:PORT]`) reached without certificate checks or over plain HTTP.
+    pub insecure: Vec<String>,
+    /// registries.conf; `None`: the usual search path.
+    pub registries_conf: Option<PathBuf>,
+    /// Attempts per download.
+    pub retries: u32,
+    /// Parallel downloads; `None`: 4 per core, 4 to 32.
+    pub jobs: Option<usize>,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            authfile: None,
+            cert_dirs: Vec::new(),
+            insecure: Vec::new(),
+            registries_conf: None,
+            retries: 6,
+            jobs: None,
+        }
+    }
+}
+
+/// What [`Settings`] resolve to: loaded credentials and mirrors, checked options.
+pub struct Connection {
+    auth: AuthConfig,
+    mirrors: RegistriesConf,
+    cert_dirs: Vec<PathBuf>,
+    insecure: Vec<String>,
+    retries: u32,
+    /// Parallel downloads.
+    pub jobs: usize,
+}
+
+impl Settings {
+    /// Checks the options and loads the auth file and registries.conf.
+    pub fn connect(&self) -> Result<Connection> {
+        if self.jobs == Some(0) {
+            bail!("--jobs must be at least 1");
+        }
+        if self.retries == 0 {
+            bail!("--retries must be at least 1");
+        }
+        for d in &self.cert_dirs {
+            if !d.is_dir() {
+                bail!("--cert-dir {}: no such directory", d.display());
+            }
+        }
+        Ok(Connection {
+            auth: AuthConfig::load(self.authfile.as_deref())?,
+            mirrors: RegistriesConf::load(self.registries_conf.as_deref())?,
+            cert_dirs: self.cert_dirs.clone(),
+            insecure: self.insecure.clone(),
+            retries: self.retries,
+            jobs: self.jobs.unwrap_or_else(default_jobs),
+        })
+    }
+}
+
+impl Connection {
+    /// TLS for another HTTPS service (`host[:port]`, e.g. an update service), with the same
+    /// certificate directories and insecure list as the registries.
+    pub fn tls_config(&self, host: &str) -> Result<std::sync::Arc<rustls::ClientConfig>> {
+        TlsSettings {
+            cert_dirs: self.cert_dirs.clone(),
+            system_dirs: true,
+        }
+        .client_config(host, self.insecure.iter().any(|h| h == host))
+    }
+
+    /// Pull options for `requests`.
+    pub fn options(&self, requests: Vec<Request>, arch: &str, all_arches: bool) -> PullOptions {
+        let registries = Registries::new(ClientSettings {
+            auth: self.auth.clone(),
+            tls: TlsSettings {
+                cert_dirs: self.cert_dirs.clone(),
+                system_dirs: true,
+            },
+            insecure: self.insecure.iter().cloned().collect(),
+            connect_timeout: Duration::from_secs(30),
+            io_timeout: Duration::from_secs(120),
+            connections: self.jobs,
+        });
+        PullOptions {
+            requests,
+            arch: arch.to_string(),
+            all_arches,
+            jobs: self.jobs,
+            registries,
+            mirrors: self.mirrors.clone(),
+            retry: RetryPolicy {
+                attempts: self.retries,
+                ..RetryPolicy::default()
+            },
+        }
+    }
+}
+
+fn default_jobs() -> usize {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    (cores * 4).clamp(4, 32)
+}
+
+/// The store directory: `dir`, else the default (`$XDG_CACHE_HOME/prestage`).
+pub fn store_dir(dir: Option<&Path>) -> Result<PathBuf> {
+    match dir {
+        Some(s) => Ok(s.to_path_buf()),
+        None => Store::default_dir(),
+    }
+}
+
+/// The directory of an existing store (for checks that must not create one).
+pub fn existing_store(dir: Option<&Path>) -> Result<PathBuf> {
+    let dir = store_dir(dir)?;
+    if !dir.join("blobs/sha256").is_dir() {
+        bail!("{}: no prestage store there", dir.display());
+    }
+    Ok(dir)
+}
+
+/// Parses a list file: one reference per line, blank lines and `#` comments ignored; each line
+/// must be one reference `prestage pull` accepts.
+pub fn parse_list(path: &Path) -> Result<Vec<Request>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("--list {}", path.display()))?;
+    let mut v = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = match line.find('#') {
+            Some(k) => &line[..k],
+            None => line,
+        }
+        .trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line.split_whitespace().count() > 1 {
+            bail!(
+                "{}:{}: one reference per line expected, found `{line}`",
+                path.display(),
+                i + 1
+            );
+        }
+        let r = Request::parse(line)
+            .map_err(|e| anyhow::anyhow!("{}:{}: {e:#}", path.display(), i + 1))?;
+        v.push(r);
+    }
+    Ok(v)
+}

@@ -5,11 +5,17 @@
 //! - [`imageset`]: which images (release, assisted images, operators, additional images) → the
 //!   discovery and install lists;
 //! - [`fetch`]: those images, from registries or local copies → the de-duplicated store;
-//! - [`compose`]: partition content → a verified raw or qcow2 disk image.
+//! - [`payload`]: stored images → the data partition's content (`shared` or `ztp` layout);
+//! - [`node`]: the loaders the node runs and the configuration that runs them;
+//! - [`compose`]: partition content → a verified raw or qcow2 disk image;
+//! - [`build`]: `prestage build` / `plan`, joining the stages.
 //!
 //! [`cleanup`] is shared support. See ARCHITECTURE.md for the map.
 
+pub mod build;
 pub mod cleanup;
 pub mod compose;
 pub mod fetch;
 pub mod imageset;
+pub mod node;
+pub mod payload;

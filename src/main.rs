@@ -1,14 +1,12 @@
-//! The `prestage` command line: `compose`, `verify`, `pull`, `store`, `images`.
+//! The `prestage` command line: parses the subcommands and hands each to its stage's `cli`
+//! module (`build`, `plan`, `images`, `pull`, `store`, `compose`, `verify`).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
 
-use prestage::compose::content::Owners;
-use prestage::compose::emit::{self, Format};
-use prestage::compose::{self, layout, verify};
+use prestage::{build, compose, fetch, imageset};
 
 #[derive(Parser)]
 #[command(
@@ -21,57 +19,25 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum FormatArg {
-    Raw,
-    Qcow2,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum OwnersArg {
-    /// Every entry owned by root (0:0).
-    Root,
-    /// Keep the uid/gid of the source files.
-    Keep,
-}
-
 #[derive(Subcommand)]
 enum Command {
-    /// Compose a disk image from a layout and content directories.
-    Compose {
-        /// Layout file (layouts/*.toml).
-        #[arg(long)]
-        layout: PathBuf,
-        /// Content for a partition: LABEL=DIR (repeatable).
-        #[arg(long, value_name = "LABEL=DIR")]
-        content: Vec<String>,
-        /// Output image; `.qcow2` selects qcow2, anything else raw.
-        #[arg(short, long)]
-        output: PathBuf,
-        /// Output format, overriding the extension.
-        #[arg(long, value_enum)]
-        format: Option<FormatArg>,
-        /// Owner of the content's files in the image.
-        #[arg(long, value_enum, default_value = "root")]
-        owners: OwnersArg,
-    },
-    /// Verify an image: GPT, and every XFS partition's files against its manifest.
-    Verify {
-        /// Raw or qcow2 image.
-        image: PathBuf,
-        /// Partition that must be present and verified.
-        #[arg(long, default_value = "data")]
-        label: String,
-    },
+    /// Build a pre-staged disk image from an image set: resolve, plan, pull, compose, verify.
+    Build(Box<build::cli::BuildArgs>),
+    /// Say, before anything is downloaded, what a build needs and whether the layout fits it.
+    Plan(Box<build::cli::PlanArgs>),
     /// Resolve a release, operators and extra images into the lists the node loads.
-    Images(Box<prestage::imageset::cli::ImagesArgs>),
+    Images(Box<imageset::cli::ImagesArgs>),
     /// Pull images from registries or local copies into the store.
-    Pull(prestage::fetch::cli::PullArgs),
+    Pull(fetch::cli::PullArgs),
     /// Check or clean the image store.
     Store {
         #[command(subcommand)]
-        command: prestage::fetch::cli::StoreCommand,
+        command: fetch::cli::StoreCommand,
     },
+    /// Compose a disk image from a layout and content directories.
+    Compose(compose::cli::ComposeArgs),
+    /// Verify an image: GPT, and every XFS partition's files against its manifest.
+    Verify(compose::cli::VerifyArgs),
 }
 
 /// Timestamp for every inode: SOURCE_DATE_EPOCH when set (reproducible builds), else now.
@@ -90,61 +56,13 @@ fn mtime() -> Result<i64> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Compose {
-            layout,
-            content,
-            output,
-            format,
-            owners,
-        } => {
-            let mut contents = Vec::new();
-            for c in &content {
-                let Some((label, dir)) = c.split_once('=') else {
-                    bail!("--content {c}: expected LABEL=DIR");
-                };
-                if label.is_empty() || dir.is_empty() {
-                    bail!("--content {c}: expected LABEL=DIR");
-                }
-                contents.push((label.to_string(), PathBuf::from(dir)));
-            }
-            let req = compose::Request {
-                layout,
-                contents,
-                output,
-                format: format.map(|f| match f {
-                    FormatArg::Raw => Format::Raw,
-                    FormatArg::Qcow2 => Format::Qcow2,
-                }),
-                owners: match owners {
-                    OwnersArg::Root => Owners::Root,
-                    OwnersArg::Keep => Owners::Keep,
-                },
-                mtime: mtime()?,
-            };
-            let s = compose::compose(&req)?;
-            println!("{}", compose::describe(&s));
-            Ok(())
-        }
-        Command::Images(args) => prestage::imageset::cli::run(*args),
-        Command::Verify { image, label } => {
-            let (format, dev) = emit::open(&image)?;
-            let reports = verify::verify(&*dev, Some(&label))
-                .with_context(|| format!("{}", image.display()))?;
-            for r in &reports {
-                println!(
-                    "{} ({}): partition `{}` OK: {} entries, {} files, {} verified",
-                    image.display(),
-                    format.name(),
-                    r.label,
-                    r.entries,
-                    r.files,
-                    layout::human(r.bytes)
-                );
-            }
-            Ok(())
-        }
-        Command::Pull(args) => prestage::fetch::cli::pull(args),
-        Command::Store { command } => prestage::fetch::cli::store(command),
+        Command::Build(a) => build::cli::build(*a, mtime()?),
+        Command::Plan(a) => build::cli::plan(*a, mtime()?),
+        Command::Images(a) => imageset::cli::run(*a),
+        Command::Pull(a) => fetch::cli::pull(a),
+        Command::Store { command } => fetch::cli::store(command),
+        Command::Compose(a) => compose::cli::compose(a, mtime()?),
+        Command::Verify(a) => compose::cli::verify(a),
     }
 }
 

@@ -161,6 +161,18 @@ pub struct Entry {
     pub size: u64,
     /// Where a regular file's bytes come from (`None` for directories and symlinks).
     pub source: Option<Source>,
+    /// The sha256 a regular file's bytes must have (content addressed by digest, such as a
+    /// store's blobs): a mismatch fails the composition, naming the file.
+    pub expect: Option<Expected>,
+}
+
+/// The digest a file's bytes must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    /// Lowercase hex sha256.
+    pub sha256: String,
+    /// What the file is, for the error (`blob sha256:… of IMAGE`).
+    pub what: String,
 }
 
 impl Entry {
@@ -174,6 +186,7 @@ impl Entry {
             gid: 0,
             size,
             source: Some(source),
+            expect: None,
         }
     }
     /// A directory entry.
@@ -186,6 +199,7 @@ impl Entry {
             gid: 0,
             size: 0,
             source: None,
+            expect: None,
         }
     }
     /// A symlink entry.
@@ -198,6 +212,7 @@ impl Entry {
             gid: 0,
             size: 0,
             source: None,
+            expect: None,
         }
     }
     /// The last path component.

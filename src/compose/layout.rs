@@ -309,7 +309,34 @@ fn toml_error(file: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
     }
 }
 
+/// The layouts shipped in `layouts/`, built in by name so an installed binary needs no checkout.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("demo", include_str!("../../layouts/demo.toml")),
+    ("sno-seed", include_str!("../../layouts/sno-seed.toml")),
+    ("sno-250g", include_str!("../../layouts/sno-250g.toml")),
+];
+
 impl Layout {
+    /// A layout by name (`sno-seed`, one of [`BUILTIN`]) or from a file: an existing path is
+    /// read; a bare name that is not a file must be a built-in one.
+    pub fn named_or_file(arg: &str) -> Result<Layout> {
+        let path = Path::new(arg);
+        if path.exists() || arg.contains('/') || arg.ends_with(".toml") {
+            return Layout::load(path);
+        }
+        match BUILTIN.iter().find(|(n, _)| *n == arg) {
+            Some((n, text)) => Layout::parse(Path::new(&format!("layouts/{n}.toml")), text),
+            None => bail!(
+                "--layout {arg}: no such file, and not a built-in layout ({})",
+                BUILTIN
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
     /// Reads and validates a layout file.
     pub fn load(path: &Path) -> Result<Layout> {
         let text = std::fs::read_to_string(path)
@@ -690,5 +717,27 @@ mod tests {
             assert!(e.contains(field) && e.contains(msg), "{e}");
             assert!(!e.contains('\n'), "{e}");
         }
+    }
+
+    #[test]
+    fn every_shipped_layout_is_built_in() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter_map(|n| n.strip_suffix(".toml").map(str::to_string))
+            .collect();
+        files.sort();
+        let mut names: Vec<String> = BUILTIN.iter().map(|(n, _)| n.to_string()).collect();
+        names.sort();
+        assert_eq!(files, names);
+        for (n, _) in BUILTIN {
+            Layout::named_or_file(n).unwrap();
+        }
+        let e = Layout::named_or_file("no-such").unwrap_err().to_string();
+        assert!(
+            e.contains("not a built-in layout (demo, sno-seed, sno-250g)"),
+            "{e}"
+        );
     }
 }

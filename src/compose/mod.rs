@@ -11,10 +11,13 @@
 //! - [`plan`]: the blocks a content set needs in XFS, before anything is written;
 //! - [`xfs`]: reserve-and-fill XFS (protofile, mkfs.xfs, the on-disk reader, finishing);
 //! - `vfat`: FAT partitions; `gpt`: the partition table;
-//! - [`emit`]: raw and qcow2 writers and readers; `diskio`: positioned reads, partition windows;
+//! - [`emit`]: raw and qcow2 writers and readers; [`bmap`]: bmaptool block maps of raw images;
+//!   `diskio`: positioned reads, partition windows;
 //! - [`verify`]: reading an image back through its own metadata against the manifest;
 //! - `pipeline`: the order of work ([`compose`], [`compose_contents`]).
 
+pub mod bmap;
+pub mod cli;
 pub mod content;
 pub mod diskio;
 pub mod emit;
@@ -27,4 +30,6 @@ pub mod verify;
 pub(crate) mod vfat;
 pub mod xfs;
 
-pub use pipeline::{compose, compose_contents, describe, Request, Summary};
+pub use pipeline::{
+    compose, compose_contents, compose_contents_with, describe, Hooks, Request, Summary,
+};

@@ -35,8 +35,8 @@ use crate::compose::xfs::{self, Fill};
 /// What to compose.
 #[derive(Debug, Clone)]
 pub struct Request {
-    /// Layout file.
-    pub layout: PathBuf,
+    /// The layout.
+    pub layout: Layout,
     /// Content per partition label.
     pub contents: Vec<(String, PathBuf)>,
     /// Output path.
@@ -81,7 +81,7 @@ enum Staged {
 
 /// Composes `req` (content directories) into a verified image at `output`.
 pub fn compose(req: &Request) -> Result<Summary> {
-    let layout = Layout::load(&req.layout)?;
+    let layout = &req.layout;
     let mut contents: BTreeMap<String, Content> = BTreeMap::new();
     for (label, dir) in &req.contents {
         let p = layout
@@ -101,17 +101,43 @@ pub fn compose(req: &Request) -> Result<Summary> {
         contents.insert(label.clone(), c);
     }
     let format = req.format.unwrap_or_else(|| Format::from_path(&req.output));
-    compose_contents(&layout, contents, &req.output, format, req.mtime)
+    compose_contents(layout, contents, &req.output, format, req.mtime)
+}
+
+/// A step run on the verified image's temporary path before it is renamed into place.
+pub type BeforeRename<'a> = &'a mut dyn FnMut(&Path) -> Result<()>;
+
+/// What a caller of [`compose_contents_with`] adds to the run.
+#[derive(Default)]
+pub struct Hooks<'a> {
+    /// Called with the number of file bytes written, as they are written (progress).
+    pub written: Option<&'a (dyn Fn(u64) + Sync)>,
+    /// Called with the verified image's temporary path just before it is renamed into place
+    /// (files that must exist before the image does, such as a block map); an error stops the
+    /// run and leaves nothing at the output path.
+    pub before_rename: Option<BeforeRename<'a>>,
 }
 
 /// Composes content sets (by partition label) into a verified image at `output`: the entry
 /// point for stages that build [`Content`] from other sources than a directory.
 pub fn compose_contents(
     layout: &Layout,
+    contents: BTreeMap<String, Content>,
+    output: &Path,
+    format: Format,
+    mtime: i64,
+) -> Result<Summary> {
+    compose_contents_with(layout, contents, output, format, mtime, Hooks::default())
+}
+
+/// [`compose_contents`] with [`Hooks`].
+pub fn compose_contents_with(
+    layout: &Layout,
     mut contents: BTreeMap<String, Content>,
     output: &Path,
     format: Format,
     mtime: i64,
+    mut hooks: Hooks,
 ) -> Result<Summary> {
     let ss = layout.sector_size;
     for label in contents.keys() {
@@ -207,7 +233,7 @@ pub fn compose_contents(
                     for &(at, len) in &built.zeros {
                         w.write_zeroes(offset + at, len)?;
                     }
-                    data_bytes += fill_files(&mut *w, *offset, built, content)?;
+                    data_bytes += fill_files(&mut *w, *offset, built, content, hooks.written)?;
                 }
                 Staged::Vfat { offset, file } => {
                     let ranges = crate::compose::diskio::data_ranges(file)?;
@@ -233,6 +259,9 @@ pub fn compose_contents(
     drop(dev);
     let t3 = Instant::now();
     let tmp_path = tmp.path().to_path_buf();
+    if let Some(f) = hooks.before_rename.as_mut() {
+        f(&tmp_path)?;
+    }
     // Temporary files are created 0600; the image gets the usual 0666 less the umask.
     let umask = rustix::process::umask(rustix::fs::Mode::empty());
     rustix::process::umask(umask);
@@ -303,12 +332,22 @@ fn write_runs(
     Ok(())
 }
 
+/// A source's file, for messages.
+fn source_name(src: &crate::compose::content::Source) -> String {
+    use crate::compose::content::Source;
+    match src {
+        Source::File(p) | Source::Range { path: p, .. } => p.display().to_string(),
+        Source::Bytes(_) | Source::Generated(_) => "(generated)".to_string(),
+    }
+}
+
 /// Streams every file of an XFS partition into its extents, then writes the manifest.
 fn fill_files(
     w: &mut dyn ImageWriter,
     part_offset: u64,
     built: &xfs::Built,
     content: &Content,
+    written: Option<&(dyn Fn(u64) + Sync)>,
 ) -> Result<u64> {
     let mut hashes: BTreeMap<String, String> = BTreeMap::new();
     // Write in disk order so a raw image is written front to back.
@@ -346,7 +385,18 @@ fn fill_files(
                         .map_err(|_| anyhow::anyhow!("writer stopped"))
                 })
                 .with_context(|| format!("reading {}", fill.path))?;
-                if tx.send(Msg::Done(i, hex::encode(h.finalize()))).is_err() {
+                let hash = hex::encode(h.finalize());
+                if let Some(x) = &e.expect {
+                    if x.sha256 != hash {
+                        bail!(
+                            "{}: its source {} hashes to sha256:{hash} (a damaged store: run \
+                             `prestage store verify`)",
+                            x.what,
+                            source_name(src)
+                        );
+                    }
+                }
+                if tx.send(Msg::Done(i, hash)).is_err() {
                     break;
                 }
             }
@@ -356,8 +406,13 @@ fn fill_files(
         let written = (|| -> Result<()> {
             for msg in rx.iter() {
                 match msg {
-                    Msg::Chunk(i, c) => write_runs(w, part_offset, order[i], &c, &mut pos)
-                        .with_context(|| format!("writing {}", order[i].path))?,
+                    Msg::Chunk(i, c) => {
+                        write_runs(w, part_offset, order[i], &c, &mut pos)
+                            .with_context(|| format!("writing {}", order[i].path))?;
+                        if let Some(f) = written {
+                            f(c.len() as u64);
+                        }
+                    }
                     Msg::Done(i, hash) => {
                         hashes.insert(order[i].path.clone(), hash);
                         bytes += order[i].size;

@@ -87,18 +87,92 @@ pub fn needs(content: &Content) -> Needs {
     n
 }
 
-/// Blocks of an empty filesystem of `bytes` left for content after mkfs.xfs's log and
-/// allocation-group metadata.
-pub fn available(bytes: u64, opts: &XfsOptions) -> u64 {
-    let dblocks = bytes / BLOCK;
-    let log = match opts.log_size {
+/// Blocks of the internal log mkfs.xfs makes in a filesystem of `bytes`.
+pub fn log_blocks(bytes: u64, opts: &XfsOptions) -> u64 {
+    match opts.log_size {
         Some(l) => l.div_ceil(BLOCK),
-        None => (dblocks / 2048).clamp(16384, 524_288),
-    };
+        None => (bytes / BLOCK / 2048).clamp(16384, 524_288),
+    }
+}
+
+/// Blocks of allocation-group headers and free-space btree roots mkfs.xfs takes.
+pub fn overhead_blocks(bytes: u64, opts: &XfsOptions) -> u64 {
     let agcount = opts
         .agcount
         .map_or_else(|| (bytes.div_ceil(1 << 40)).max(4), u64::from);
-    dblocks.saturating_sub(log + agcount * 16 + 64)
+    agcount * 16 + 64
+}
+
+/// Blocks of an empty filesystem of `bytes` left for content after mkfs.xfs's log and
+/// allocation-group metadata.
+pub fn available(bytes: u64, opts: &XfsOptions) -> u64 {
+    (bytes / BLOCK).saturating_sub(log_blocks(bytes, opts) + overhead_blocks(bytes, opts))
+}
+
+/// The smallest mkfs.xfs accepts.
+pub const MIN_XFS_BYTES: u64 = 300_000_000;
+
+/// How a content set fits an XFS partition, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Fit {
+    /// The partition's size.
+    pub partition: u64,
+    /// Regular file data (whole blocks).
+    pub data: u64,
+    /// Directories, inodes, symlinks and extent btrees.
+    pub metadata: u64,
+    /// The internal log of a filesystem of this size.
+    pub log: u64,
+    /// Allocation-group headers and free-space btrees.
+    pub overhead: u64,
+    /// Free space kept (1% of the content, at least 16 MiB).
+    pub headroom: u64,
+    /// What the content and headroom need after the log and overhead.
+    pub needed: u64,
+    /// What the partition offers after the log and overhead.
+    pub available: u64,
+    /// Space the filesystem will use once filled (log, overhead, data, metadata).
+    pub used: u64,
+    /// Whether it fits.
+    pub fits: bool,
+    /// The smallest partition (whole MiB) the content fits.
+    pub smallest_partition: u64,
+}
+
+/// How `content` fits a partition of `bytes` with these options.
+pub fn fit(bytes: u64, opts: &XfsOptions, content: &Content) -> Fit {
+    let n = needs(content);
+    let need = n.total() + headroom(n.total());
+    let avail = available(bytes, opts);
+    // The smallest size in MiB whose available blocks cover the need (available grows with
+    // the size), and never below what mkfs.xfs accepts.
+    let mib = 1u64 << 20;
+    let mut lo = MIN_XFS_BYTES.div_ceil(mib);
+    let mut hi = (need * BLOCK).div_ceil(mib) * 2 + 4096;
+    while available(hi * mib, opts) < need {
+        hi *= 2;
+    }
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if available(mid * mib, opts) >= need {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Fit {
+        partition: bytes,
+        data: n.data * BLOCK,
+        metadata: (n.dirs + n.inodes + n.other) * BLOCK,
+        log: log_blocks(bytes, opts) * BLOCK,
+        overhead: overhead_blocks(bytes, opts) * BLOCK,
+        headroom: headroom(n.total()) * BLOCK,
+        needed: need * BLOCK,
+        available: avail * BLOCK,
+        used: (log_blocks(bytes, opts) + overhead_blocks(bytes, opts) + n.total()) * BLOCK,
+        fits: need <= avail && bytes >= MIN_XFS_BYTES,
+        smallest_partition: lo * mib,
+    }
 }
 
 /// Headroom kept free: 1% of the need, at least 16 MiB.
@@ -143,6 +217,33 @@ mod tests {
         assert!(available(1 << 30, &o) > 245_732 - 256);
         assert!(available(250 << 30, &o) <= 65_503_972);
         assert!(available(250 << 30, &o) > 65_503_972 - 512);
+    }
+
+    #[test]
+    fn smallest_partition_is_the_boundary() {
+        let o = XfsOptions {
+            profile: XfsProfile::Rhel8,
+            agcount: None,
+            log_size: None,
+        };
+        for size in [1u64 << 20, 900 << 20, 5 << 30, 70 << 30] {
+            let mut c = Content::new();
+            c.add(Entry::file(
+                "big",
+                0o644,
+                size,
+                Source::Bytes(Default::default()),
+            ))
+            .unwrap();
+            let f = fit(1 << 30, &o, &c);
+            assert_eq!(f.data, size.div_ceil(BLOCK) * BLOCK);
+            assert!(f.smallest_partition >= MIN_XFS_BYTES);
+            assert!(fit(f.smallest_partition, &o, &c).fits, "{f:?}");
+            if f.smallest_partition > MIN_XFS_BYTES.div_ceil(1 << 20) << 20 {
+                assert!(!fit(f.smallest_partition - (1 << 20), &o, &c).fits, "{f:?}");
+            }
+            assert_eq!(f.fits, check_fits("data", 1 << 30, &o, &c).is_ok());
+        }
     }
 
     #[test]

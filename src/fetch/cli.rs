@@ -65,6 +65,10 @@ pub struct RegistryArgs {
     /// Attempts per download before a transient failure becomes fatal.
     #[arg(long, default_value_t = 6)]
     pub retries: u32,
+    /// OCI image layout (an oc-mirror archive, another machine's copy) that serves the
+    /// digest-pinned images it holds before any registry is asked (repeatable).
+    #[arg(long, value_name = "DIR")]
+    pub oci_mirror: Vec<PathBuf>,
 }
 
 impl RegistryArgs {
@@ -77,6 +81,7 @@ impl RegistryArgs {
             registries_conf: self.registries_conf.clone(),
             retries: self.retries,
             jobs: self.jobs,
+            oci_mirrors: self.oci_mirror.clone(),
         }
     }
 

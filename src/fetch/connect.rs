@@ -34,6 +34,8 @@ pub struct Settings {
     pub retries: u32,
     /// Parallel downloads; `None`: 4 per core, 4 to 32.
     pub jobs: Option<usize>,
+    /// OCI layouts serving the digest-pinned images they hold.
+    pub oci_mirrors: Vec<PathBuf>,
 }
 
 impl Default for Settings {
@@ -45,6 +47,7 @@ impl Default for Settings {
             registries_conf: None,
             retries: 6,
             jobs: None,
+            oci_mirrors: Vec::new(),
         }
     }
 }
@@ -56,6 +59,7 @@ pub struct Connection {
     cert_dirs: Vec<PathBuf>,
     insecure: Vec<String>,
     retries: u32,
+    oci_mirrors: Vec<PathBuf>,
     /// Parallel downloads.
     pub jobs: usize,
 }
@@ -74,12 +78,21 @@ impl Settings {
                 bail!("--cert-dir {}: no such directory", d.display());
             }
         }
+        for d in &self.oci_mirrors {
+            if !d.join("blobs/sha256").is_dir() {
+                bail!(
+                    "--oci-mirror {}: not an OCI image layout (no blobs/sha256)",
+                    d.display()
+                );
+            }
+        }
         Ok(Connection {
             auth: AuthConfig::load(self.authfile.as_deref())?,
             mirrors: RegistriesConf::load(self.registries_conf.as_deref())?,
             cert_dirs: self.cert_dirs.clone(),
             insecure: self.insecure.clone(),
             retries: self.retries,
+            oci_mirrors: self.oci_mirrors.clone(),
             jobs: self.jobs.unwrap_or_else(default_jobs),
         })
     }
@@ -116,6 +129,7 @@ impl Connection {
             jobs: self.jobs,
             registries,
             mirrors: self.mirrors.clone(),
+            oci_mirrors: self.oci_mirrors.clone(),
             retry: RetryPolicy {
                 attempts: self.retries,
                 ..RetryPolicy::default()

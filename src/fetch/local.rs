@@ -67,12 +67,34 @@ fn copy_into(path: &Path, slot: &mut PartialBlob, progress: &Progress) -> Result
 pub struct OciLayoutSource {
     dir: PathBuf,
     image: Option<String>,
+    /// Read this manifest from the blobs, whether or not the index names it.
+    pinned: Option<Digest>,
 }
 
 impl OciLayoutSource {
     /// The image `image` (ref name or digest; the only one when `None`) of the layout `dir`.
     pub fn new(dir: PathBuf, image: Option<String>) -> OciLayoutSource {
-        OciLayoutSource { dir, image }
+        OciLayoutSource {
+            dir,
+            image,
+            pinned: None,
+        }
+    }
+
+    /// The image whose manifest (or list) is the blob `digest` of the layout `dir`: a layout
+    /// used as a mirror for digest-pinned references (an oc-mirror archive, another machine's
+    /// copy), which need not name them in its index.
+    pub fn pinned(dir: PathBuf, digest: Digest) -> OciLayoutSource {
+        OciLayoutSource {
+            dir,
+            image: None,
+            pinned: Some(digest),
+        }
+    }
+
+    /// Whether the layout holds the blob `digest`.
+    pub fn has_blob(dir: &Path, digest: &Digest) -> bool {
+        dir.join("blobs/sha256").join(digest.hex()).is_file()
     }
 
     fn blob_path(&self, d: &Digest) -> PathBuf {
@@ -86,7 +108,7 @@ impl Source for OciLayoutSource {
     }
 
     fn manifest(&self, digest: Option<&Digest>) -> Result<FetchedManifest, Failure> {
-        if let Some(d) = digest {
+        if let Some(d) = digest.or(self.pinned.as_ref()) {
             return Ok(FetchedManifest {
                 bytes: read_file(&self.blob_path(d), 8 << 20)?,
                 content_type: None,

@@ -60,6 +60,8 @@ pub struct PullOptions {
     pub registries: Registries,
     /// Mirrors.
     pub mirrors: RegistriesConf,
+    /// OCI layouts that serve digest-pinned registry references they hold, before any registry.
+    pub oci_mirrors: Vec<std::path::PathBuf>,
     /// Retry limits.
     pub retry: RetryPolicy,
 }
@@ -207,6 +209,13 @@ fn sources_for(req: &Request, opts: &PullOptions) -> Result<Vec<Arc<dyn Source>>
     Ok(match &req.source {
         SourceRef::Registry(r) => {
             let mut v: Vec<Arc<dyn Source>> = Vec::new();
+            if let Some(d) = &r.digest {
+                for dir in &opts.oci_mirrors {
+                    if OciLayoutSource::has_blob(dir, d) {
+                        v.push(Arc::new(OciLayoutSource::pinned(dir.clone(), d.clone())));
+                    }
+                }
+            }
             for e in opts.mirrors.endpoints(r)? {
                 let host = opts.registries.host(&e.image.registry, e.insecure)?;
                 v.push(Arc::new(RegistrySource::new(host, e.image)));

@@ -10,6 +10,8 @@
 
 mod bench;
 mod bench_pull;
+mod fixtures;
+mod oci;
 mod packages;
 
 use std::path::{Path, PathBuf};
@@ -110,6 +112,7 @@ fn main() -> Result<()> {
         .as_slice()
     {
         ["demo"] => demo(),
+        ["fixtures"] => fixtures::write(&root().join("fixtures/demo-images")),
         ["ci"] => ci(),
         ["bench", "compose", rest @ ..] => bench::compose(rest),
         ["bench", "pull", rest @ ..] => bench_pull::pull(rest),

@@ -1,0 +1,184 @@
+//! A small OCI image layout writer for the demo fixtures and the benchmarks: blobs by digest,
+//! layers (gzip'd tars), OCI and Docker v2s2 manifests, OCI indexes and Docker manifest lists,
+//! and `index.json` entries named by `org.opencontainers.image.ref.name`. Everything it writes
+//! is deterministic (tar and gzip times are zero), so the same calls give the same bytes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
+
+/// A blob written to the layout.
+#[derive(Clone, Debug)]
+pub struct Desc {
+    /// Media type.
+    pub media_type: String,
+    /// `sha256:<hex>`.
+    pub digest: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl Desc {
+    /// The descriptor as JSON.
+    pub fn json(&self) -> Value {
+        json!({"mediaType": self.media_type, "digest": self.digest, "size": self.size})
+    }
+}
+
+/// A layer: its blob and the digest of its uncompressed tar.
+#[derive(Clone, Debug)]
+pub struct Layer {
+    /// The compressed blob.
+    pub blob: Desc,
+    /// `sha256:` of the uncompressed tar.
+    pub diff_id: String,
+}
+
+/// An OCI image layout being written.
+pub struct Layout {
+    dir: PathBuf,
+    index: Vec<Value>,
+}
+
+fn sha(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+impl Layout {
+    /// Creates (or reuses) a layout directory.
+    pub fn create(dir: &Path) -> Result<Layout> {
+        std::fs::create_dir_all(dir.join("blobs/sha256"))
+            .with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(
+            dir.join("oci-layout"),
+            "{\"imageLayoutVersion\": \"1.0.0\"}\n",
+        )
+        .with_context(|| format!("writing {}/oci-layout", dir.display()))?;
+        Ok(Layout {
+            dir: dir.to_path_buf(),
+            index: Vec::new(),
+        })
+    }
+
+    /// Writes a blob.
+    pub fn blob(&self, media_type: &str, bytes: &[u8]) -> Result<Desc> {
+        let digest = sha(bytes);
+        let path = self.dir.join("blobs/sha256").join(&digest[7..]);
+        if !path.exists() {
+            std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(Desc {
+            media_type: media_type.to_string(),
+            digest,
+            size: bytes.len() as u64,
+        })
+    }
+
+    /// A layer holding `files` (path, bytes), gzip'd at `level` (0: stored blocks).
+    pub fn layer(&self, docker: bool, files: &[(&str, &[u8])], level: u32) -> Result<Layer> {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut h, path, *data)
+                .with_context(|| format!("tar member {path}"))?;
+        }
+        let raw = tar.into_inner().context("finishing a layer tar")?;
+        let mut gz = flate2::GzBuilder::new()
+            .mtime(0)
+            .write(Vec::new(), flate2::Compression::new(level));
+        gz.write_all(&raw).context("compressing a layer")?;
+        let bytes = gz.finish().context("compressing a layer")?;
+        let mt = if docker {
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        } else {
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        };
+        Ok(Layer {
+            blob: self.blob(mt, &bytes)?,
+            diff_id: sha(&raw),
+        })
+    }
+
+    /// An image manifest (Docker v2s2 or OCI) for `arch` with these layers and labels.
+    pub fn image(
+        &self,
+        docker: bool,
+        arch: &str,
+        layers: &[&Layer],
+        labels: Value,
+    ) -> Result<Desc> {
+        let config = json!({
+            "architecture": arch,
+            "os": "linux",
+            "config": {"Labels": labels},
+            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()},
+        });
+        let (mt, cmt) = if docker {
+            (
+                "application/vnd.docker.distribution.manifest.v2+json",
+                "application/vnd.docker.container.image.v1+json",
+            )
+        } else {
+            (
+                "application/vnd.oci.image.manifest.v1+json",
+                "application/vnd.oci.image.config.v1+json",
+            )
+        };
+        let c = self.blob(cmt, &serde_json::to_vec(&config)?)?;
+        let m = json!({
+            "schemaVersion": 2,
+            "mediaType": mt,
+            "config": c.json(),
+            "layers": layers.iter().map(|l| l.blob.json()).collect::<Vec<_>>(),
+        });
+        // Pretty-printed as registries often serve them: the digest is of these exact bytes.
+        self.blob(mt, &serde_json::to_vec_pretty(&m)?)
+    }
+
+    /// A list (Docker manifest list or OCI index) of image manifests with their architectures.
+    pub fn list(&self, docker: bool, instances: &[(&Desc, &str)]) -> Result<Desc> {
+        let mt = if docker {
+            "application/vnd.docker.distribution.manifest.list.v2+json"
+        } else {
+            "application/vnd.oci.image.index.v1+json"
+        };
+        let l = json!({
+            "schemaVersion": 2,
+            "mediaType": mt,
+            "manifests": instances.iter().map(|(d, arch)| {
+                let mut v = d.json();
+                v["platform"] = json!({"architecture": arch, "os": "linux"});
+                v
+            }).collect::<Vec<_>>(),
+        });
+        self.blob(mt, &serde_json::to_vec_pretty(&l)?)
+    }
+
+    /// Names a manifest in `index.json`.
+    pub fn tag(&mut self, desc: &Desc, name: &str) {
+        let mut v = desc.json();
+        v["annotations"] = json!({"org.opencontainers.image.ref.name": name});
+        self.index.push(v);
+    }
+
+    /// Writes `index.json`.
+    pub fn finish(self) -> Result<()> {
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": self.index,
+        });
+        let p = self.dir.join("index.json");
+        std::fs::write(&p, serde_json::to_vec_pretty(&index)?)
+            .with_context(|| format!("writing {}", p.display()))
+    }
+}

@@ -99,3 +99,42 @@ pub(crate) fn check_crc(buf: &[u8], crc_offset: usize) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_outside_the_buffer_are_errors() {
+        let buf = [0x12, 0x34, 0x56, 0x78, 0x9a];
+        assert_eq!(be32(&buf, 1).unwrap(), 0x3456_789a);
+        assert_eq!(be16(&buf, 3).unwrap(), 0x789a);
+        let err = be32(&buf, 2).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "4-byte field at offset 2 lies outside the 5-byte structure"
+        );
+        assert!(be64(&buf, 0).is_err());
+        assert!(field(&buf, usize::MAX, 2).is_err());
+        assert!(u8_at(&buf, 5).is_err());
+    }
+
+    #[test]
+    fn checksum_is_stored_and_checked_with_its_field_zeroed() {
+        let mut buf: Vec<u8> = (0..64u8).collect();
+        update_crc(&mut buf, 8);
+        assert!(crc_ok(&buf, 8));
+        check_crc(&buf, 8).unwrap();
+        let stored = buf[8..12].to_vec();
+        buf[8..12].fill(0);
+        let computed = crc32c::crc32c(&buf);
+        assert_eq!(stored, computed.to_le_bytes());
+        buf[8..12].copy_from_slice(&stored);
+        buf[40] ^= 1;
+        assert!(!crc_ok(&buf, 8));
+        let err = check_crc(&buf, 8).unwrap_err().to_string();
+        assert!(err.starts_with("CRC mismatch"), "{err}");
+        assert!(!crc_ok(&buf, 61));
+        assert!(check_crc(&buf, 61).is_err());
+    }
+}

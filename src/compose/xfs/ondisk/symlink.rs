@@ -129,3 +129,34 @@ impl<R: ReadAt> Xfs<R> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compose::xfs::ondisk::test_support::*;
+
+    #[test]
+    fn reads_inline_targets_and_refuses_other_inodes() {
+        let img = Image::new();
+        let proto = "prestage\n0 0\nd--755 0 0\nlink l--777 0 0 some/where\nsub d--755 0 0\n$\n$\n";
+        img.mkfs(proto, 512 * MIB, &[]);
+        let fs = img.open();
+        let root = fs.sb().root_ino;
+        let link = lookup(&fs, root, "link");
+        let (target, locs) = fs.read_symlink(link).unwrap();
+        assert_eq!(target, b"some/where");
+        let inode = fs.inode_region(link).unwrap();
+        let inline = ByteLoc {
+            offset: inode.start + DI_DATA_FORK_OFFSET as u64,
+            len: 10,
+            region: inode,
+        };
+        assert_eq!(locs, [inline]);
+        let sub = lookup(&fs, root, "sub");
+        let err = format!("{:#}", fs.read_symlink(sub).unwrap_err());
+        assert!(
+            err.contains(&format!("inode {sub} is not a symlink")),
+            "{err}"
+        );
+    }
+}

@@ -17,7 +17,9 @@ const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
 
 /// Size in bytes of the gzip member [`StoredGzip`] writes for `n` bytes of input.
 pub fn stored_size(n: u64) -> u64 {
-    let blocks = n / BLOCK as u64 + 1;
+    // A full block is written out only when more data follows, so the last block holds 1 to
+    // BLOCK bytes (0 only for empty input).
+    let blocks = n.div_ceil(BLOCK as u64).max(1);
     HEADER.len() as u64 + blocks * 5 + n + 8
 }
 

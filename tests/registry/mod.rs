@@ -158,6 +158,8 @@ pub struct RegistryOptions<'a> {
     pub htpasswd: Option<(&'a str, &'a str)>,
     /// Storage directory (shared with another registry instance), else a new one.
     pub storage: Option<PathBuf>,
+    /// Write the access log (one line per request) into `registry.log`.
+    pub access_log: bool,
 }
 
 /// A running `docker-registry`, killed on drop.
@@ -166,6 +168,8 @@ pub struct Registry {
     pub port: u16,
     /// Its storage directory.
     pub storage: PathBuf,
+    /// Its log (and access log, when enabled).
+    pub log: PathBuf,
     child: Child,
 }
 
@@ -191,10 +195,11 @@ impl Registry {
         std::fs::create_dir_all(&storage).unwrap();
         let port = free_port();
         let mut cfg = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: {}\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  \
              maintenance:\n    uploadpurging:\n      enabled: false\n\
              http:\n  addr: 127.0.0.1:{port}\n  secret: prestage-test-secret\n",
+            !opts.access_log,
             storage.display()
         );
         if let Some(ca) = opts.tls {
@@ -232,6 +237,7 @@ impl Registry {
         let mut reg = Registry {
             port,
             storage,
+            log: dir.join("registry.log"),
             child,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -257,6 +263,18 @@ impl Registry {
     /// `127.0.0.1:PORT`.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The blob GET requests in the access log so far (`RegistryOptions::access_log`), as
+    /// their request paths.
+    pub fn blob_gets(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split('"').nth(1))
+            .filter(|r| r.starts_with("GET /v2/") && r.contains("/blobs/"))
+            .map(|r| r.split_whitespace().nth(1).unwrap_or_default().to_string())
+            .collect()
     }
 
     /// Plain-HTTP base URL (for registries without TLS).

@@ -9,8 +9,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
 use super::auth::AuthConfig;
+use super::http::{HttpClient, Timeouts};
 use super::mirrors::RegistriesConf;
 use super::progress::{self, Progress};
+use super::proxy::ProxyConfig;
 use super::pull::{self, PullOptions, Request};
 use super::registry::{ClientSettings, Registries};
 use super::retry::RetryPolicy;
@@ -78,6 +80,7 @@ pub struct RegistryArgs {
 pub struct Connection {
     auth: AuthConfig,
     mirrors: RegistriesConf,
+    proxies: ProxyConfig,
     cert_dirs: Vec<PathBuf>,
     insecure: Vec<String>,
     retries: u32,
@@ -102,6 +105,7 @@ impl RegistryArgs {
         Ok(Connection {
             auth: AuthConfig::load(self.authfile.as_deref())?,
             mirrors: RegistriesConf::load(self.registries_conf.as_deref())?,
+            proxies: ProxyConfig::from_env()?,
             cert_dirs: self.cert_dir.clone(),
             insecure: self.insecure_registry.clone(),
             retries: self.retries,
@@ -116,14 +120,23 @@ impl RegistryArgs {
 }
 
 impl Connection {
-    /// TLS for another HTTPS service (`host[:port]`, e.g. an update service), with the same
-    /// certificate directories and insecure list as the registries.
-    pub fn tls_config(&self, host: &str) -> Result<std::sync::Arc<rustls::ClientConfig>> {
-        TlsSettings {
+    /// An HTTP client for another service (`host[:port]`, e.g. an update service), with the
+    /// same certificate directories, insecure list and proxies as the registries.
+    pub fn http(&self, host: &str) -> Result<HttpClient> {
+        let tls = TlsSettings {
             cert_dirs: self.cert_dirs.clone(),
             system_dirs: true,
         }
-        .client_config(host, self.insecure.iter().any(|h| h == host))
+        .client_config(host, self.insecure.iter().any(|h| h == host))?;
+        Ok(HttpClient::new(
+            tls,
+            self.proxies.clone(),
+            Timeouts {
+                connect: Duration::from_secs(30),
+                io: Duration::from_secs(120),
+                connections: 1,
+            },
+        ))
     }
 
     /// Pull options for `requests`.
@@ -134,6 +147,7 @@ impl Connection {
                 cert_dirs: self.cert_dirs.clone(),
                 system_dirs: true,
             },
+            proxies: self.proxies.clone(),
             insecure: self.insecure.iter().cloned().collect(),
             connect_timeout: Duration::from_secs(30),
             io_timeout: Duration::from_secs(120),

@@ -11,10 +11,12 @@
 pub mod auth;
 pub mod cli;
 pub mod digest;
+pub mod http;
 pub mod local;
 pub mod manifest;
 pub mod mirrors;
 pub mod progress;
+pub mod proxy;
 pub mod pull;
 pub mod reference;
 pub mod registry;

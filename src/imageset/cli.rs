@@ -138,7 +138,7 @@ impl Puller {
 fn resolve_releases(
     set: &ImageSet,
     a: &ImagesArgs,
-    tls: &dyn Fn(&str) -> Result<std::sync::Arc<rustls::ClientConfig>>,
+    http: &dyn Fn(&str) -> Result<crate::fetch::http::HttpClient>,
 ) -> Result<Vec<(ReleaseSpec, String)>> {
     let base = Some(a.release_base.as_str()).filter(|b| !b.is_empty());
     let source = GraphSource::parse(
@@ -163,7 +163,7 @@ fn resolve_releases(
             )),
             ReleaseSpec::Channel(range) => {
                 let g = source
-                    .load(&range.name, &set.arch, tls)
+                    .load(&range.name, &set.arch, http)
                     .with_context(|| format!("release channel {}", range.name))?;
                 let chosen = g.select(range)?;
                 if !a.quiet {
@@ -340,7 +340,7 @@ pub fn run(a: ImagesArgs) -> Result<()> {
             set.arch.clone()
         },
     };
-    let chosen = resolve_releases(&set, &a, &|host| puller.conn.tls_config(host))?;
+    let chosen = resolve_releases(&set, &a, &|host| puller.conn.http(host))?;
     // The releases and the catalogs are read, so they are pulled first.
     let mut first: Vec<String> = chosen.iter().map(|(_, r)| r.clone()).collect();
     first.extend(set.operators.iter().map(|o| o.catalog.clone()));

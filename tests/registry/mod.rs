@@ -288,9 +288,13 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_prestage"))
 }
 
-/// A `prestage` command with an environment that cannot pick up this machine's auth files or
-/// registries.conf.
+/// A `prestage` command with an environment that cannot pick up this machine's auth files,
+/// registries.conf (an empty one of its own, without drop-ins) or proxies.
 pub fn prestage(home: &Path) -> Command {
+    let conf = home.join("no-registries.conf");
+    if !conf.exists() {
+        std::fs::write(&conf, "").unwrap();
+    }
     let mut c = Command::new(bin());
     c.env("HOME", home)
         .env("XDG_CACHE_HOME", home.join("cache"))
@@ -299,8 +303,18 @@ pub fn prestage(home: &Path) -> Command {
             home.join("no-registries.conf"),
         )
         .env_remove("REGISTRY_AUTH_FILE")
-        .env_remove("XDG_RUNTIME_DIR")
-        .stdin(Stdio::null());
+        .env_remove("XDG_RUNTIME_DIR");
+    for v in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        c.env_remove(v);
+    }
+    c.stdin(Stdio::null());
     c
 }
 

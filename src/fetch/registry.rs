@@ -195,9 +195,18 @@ fn status_failure(what: &str, code: u16, resp: ureq::Response) -> Failure {
 
 fn transport_failure(what: &str, t: &ureq::Transport, route: &str) -> Failure {
     let msg = format!("{t}{route}");
+    if t.kind() == ureq::ErrorKind::ProxyUnauthorized {
+        return Failure::Permanent(format!("{what}: {msg}"));
+    }
     if msg.contains("CertificateRequired") || msg.contains("BadCertificate") {
         return Failure::Permanent(format!(
             "{what}: the registry refused the connection for want of a client certificate              ({msg}); put client.cert and client.key in --cert-dir DIR/HOST:PORT/ or              /etc/containers/certs.d/HOST:PORT/"
+        ));
+    }
+    if msg.contains("not valid for name") {
+        return Failure::Permanent(format!(
+            "{what}: the registry's TLS certificate is not valid for the name used ({msg}); \
+             use a name the certificate holds"
         ));
     }
     if msg.contains("certificate") || msg.contains("UnknownIssuer") {

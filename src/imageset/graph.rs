@@ -318,7 +318,11 @@ impl GraphSource {
                     .get(&url, &[("Accept", "application/json")], None)
                     .map_err(|e| match *e {
                         ureq::Error::Status(code, r) => {
-                            anyhow!("update graph {shown}: HTTP {code} {}", r.status_text())
+                            anyhow!(
+                                "update graph {shown}: HTTP {code} {}{}",
+                                r.status_text(),
+                                client.route(Some(&url))
+                            )
                         }
                         ureq::Error::Transport(t) => {
                             // ureq's text starts with the URL again.

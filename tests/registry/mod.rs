@@ -158,6 +158,12 @@ pub struct RegistryOptions<'a> {
     pub htpasswd: Option<(&'a str, &'a str)>,
     /// Storage directory (shared with another registry instance), else a new one.
     pub storage: Option<PathBuf>,
+    /// With `tls`: require client certificates issued by the CAs of this file
+    /// (`http.tls.clientcas`).
+    pub client_ca: Option<&'a Path>,
+    /// Token auth (`auth.token`): realm URL, service, issuer, and the certificate bundle whose
+    /// keys sign the tokens.
+    pub token: Option<(&'a str, &'a str, &'a str, &'a Path)>,
 }
 
 /// A running `docker-registry`, killed on drop.
@@ -202,6 +208,16 @@ impl Registry {
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 ca.server_crt.display(),
                 ca.server_key.display()
+            );
+            if let Some(c) = opts.client_ca {
+                cfg += &format!("    clientcas:\n      - {}\n", c.display());
+            }
+        }
+        if let Some((realm, service, issuer, bundle)) = opts.token {
+            cfg += &format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    \
+                 issuer: {issuer}\n    rootcertbundle: {}\n",
+                bundle.display()
             );
         }
         if let Some((user, pass)) = opts.htpasswd {

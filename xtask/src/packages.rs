@@ -32,6 +32,8 @@ pub const CI: Needs = &[
     ("docker-registry", "docker-registry"),
     ("htpasswd", "apache2-utils"),
     ("openssl", "openssl"),
+    ("tinyproxy", "tinyproxy"),
+    ("unshare", "util-linux"),
 ];
 
 fn on_path(tool: &str) -> bool {

@@ -174,6 +174,7 @@ fn setup() -> Setup {
             htpasswd: Some((USER, PASS)),
             storage: Some(plain.storage.clone()),
             access_log: true,
+            ..RegistryOptions::default()
         },
     );
     let host = secure.host();

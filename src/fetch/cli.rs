@@ -59,7 +59,8 @@ pub struct RegistryArgs {
     #[arg(long, value_name = "HOST[:PORT]")]
     pub insecure_registry: Vec<String>,
     /// registries.conf with mirrors (default: CONTAINERS_REGISTRIES_CONF,
-    /// ~/.config/containers/registries.conf, /etc/containers/registries.conf).
+    /// ~/.config/containers/registries.conf, /etc/containers/registries.conf), read with the
+    /// `*.conf` drop-ins of the `.d` directory beside it.
     #[arg(long, value_name = "FILE")]
     pub registries_conf: Option<PathBuf>,
     /// Attempts per download before a transient failure becomes fatal.

@@ -154,11 +154,11 @@ impl Puller {
 
 /// The releases of an image set, channels resolved through the update graph: each as a spec
 /// without channel ranges (for the effective `imageset.yaml`) and the reference to pull.
-/// `tls` gives the TLS configuration for the update service's host.
+/// `http` gives the HTTP client for the update service's host.
 fn resolve_releases(
     set: &ImageSet,
     a: &Request,
-    tls: &dyn Fn(&str) -> Result<std::sync::Arc<rustls::ClientConfig>>,
+    http: &dyn Fn(&str) -> Result<crate::fetch::http::HttpClient>,
 ) -> Result<Vec<(ReleaseSpec, String)>> {
     let base = Some(a.release_base.as_str()).filter(|b| !b.is_empty());
     let source = GraphSource::parse(
@@ -183,7 +183,7 @@ fn resolve_releases(
             )),
             ReleaseSpec::Channel(range) => {
                 let g = source
-                    .load(&range.name, &set.arch, tls)
+                    .load(&range.name, &set.arch, http)
                     .with_context(|| format!("release channel {}", range.name))?;
                 let chosen = g.select(range)?;
                 if !a.quiet {
@@ -360,7 +360,7 @@ pub fn resolve(a: &Request, store: Store, conn: Connection) -> Result<Resolution
             set.arch.clone()
         },
     };
-    let chosen = resolve_releases(&set, a, &|host| puller.conn.tls_config(host))?;
+    let chosen = resolve_releases(&set, a, &|host| puller.conn.http(host))?;
     // The releases and the catalogs are read, so they are pulled first.
     let mut first: Vec<String> = chosen.iter().map(|(_, r)| r.clone()).collect();
     first.extend(set.operators.iter().map(|o| o.catalog.clone()));

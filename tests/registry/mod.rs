@@ -160,6 +160,12 @@ pub struct RegistryOptions<'a> {
     pub storage: Option<PathBuf>,
     /// Write the access log (one line per request) into `registry.log`.
     pub access_log: bool,
+    /// With `tls`: require client certificates issued by the CAs of this file
+    /// (`http.tls.clientcas`).
+    pub client_ca: Option<&'a Path>,
+    /// Token auth (`auth.token`): realm URL, service, issuer, and the certificate bundle whose
+    /// keys sign the tokens.
+    pub token: Option<(&'a str, &'a str, &'a str, &'a Path)>,
 }
 
 /// A running `docker-registry`, killed on drop.
@@ -207,6 +213,16 @@ impl Registry {
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 ca.server_crt.display(),
                 ca.server_key.display()
+            );
+            if let Some(c) = opts.client_ca {
+                cfg += &format!("    clientcas:\n      - {}\n", c.display());
+            }
+        }
+        if let Some((realm, service, issuer, bundle)) = opts.token {
+            cfg += &format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    \
+                 issuer: {issuer}\n    rootcertbundle: {}\n",
+                bundle.display()
             );
         }
         if let Some((user, pass)) = opts.htpasswd {
@@ -306,9 +322,13 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_prestage"))
 }
 
-/// A `prestage` command with an environment that cannot pick up this machine's auth files or
-/// registries.conf.
+/// A `prestage` command with an environment that cannot pick up this machine's auth files,
+/// registries.conf (an empty one of its own, without drop-ins) or proxies.
 pub fn prestage(home: &Path) -> Command {
+    let conf = home.join("no-registries.conf");
+    if !conf.exists() {
+        std::fs::write(&conf, "").unwrap();
+    }
     let mut c = Command::new(bin());
     c.env("HOME", home)
         .env("XDG_CACHE_HOME", home.join("cache"))
@@ -317,8 +337,18 @@ pub fn prestage(home: &Path) -> Command {
             home.join("no-registries.conf"),
         )
         .env_remove("REGISTRY_AUTH_FILE")
-        .env_remove("XDG_RUNTIME_DIR")
-        .stdin(Stdio::null());
+        .env_remove("XDG_RUNTIME_DIR");
+    for v in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        c.env_remove(v);
+    }
+    c.stdin(Stdio::null());
     c
 }
 

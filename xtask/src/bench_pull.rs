@@ -254,6 +254,8 @@ pub fn pull(args: &[&str]) -> Result<()> {
 
     eprintln!("prestage pull, --jobs {jobs}");
     relay.take();
+    // An empty registries.conf of its own: no mirrors of this machine's.
+    std::fs::write(dir.join("none.conf"), "").context("writing none.conf")?;
     let t = Instant::now();
     let st = Command::new(prestage_bin())
         .args(["pull", "-q", "--json", "--jobs", &jobs.to_string()])

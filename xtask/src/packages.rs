@@ -34,6 +34,8 @@ pub const CI: Needs = &[
     ("openssl", "openssl"),
     ("bmaptool", "bmap-tools"),
     ("pigz", "pigz"),
+    ("tinyproxy", "tinyproxy"),
+    ("unshare", "util-linux"),
 ];
 
 fn on_path(tool: &str) -> bool {

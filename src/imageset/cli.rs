@@ -283,17 +283,7 @@ fn select_operators(p: &Puller, set: &ImageSet) -> Result<Vec<Selected>> {
         let cat = catalog::from_files(&o.catalog, &files, &labels)?;
         let mut picked = Vec::new();
         for pkg in &o.packages {
-            if !pkg.bundles.is_empty() {
-                picked.extend(cat.select_bundles(&pkg.name, &pkg.bundles)?);
-            }
-            for ch in &pkg.channels {
-                picked.extend(cat.select(
-                    &pkg.name,
-                    ch.name.as_deref(),
-                    ch.min_version.as_deref(),
-                    ch.max_version.as_deref(),
-                )?);
-            }
+            picked.extend(cat.select_package(pkg, o.full)?);
         }
         if !o.skip_dependencies {
             let deps = cat.dependencies(&picked)?;
@@ -309,6 +299,9 @@ fn select_operators(p: &Puller, set: &ImageSet) -> Result<Vec<Selected>> {
 /// Runs `prestage images`.
 pub fn run(a: ImagesArgs) -> Result<()> {
     let set = image_set(&a)?;
+    for n in &set.not_staged {
+        eprintln!("prestage: {n}");
+    }
     let assisted = assisted(&a)?;
     let rule = match &a.discovery_components {
         Some(p) => DiscoveryRule::load(p)?,
@@ -383,6 +376,7 @@ pub fn run(a: ImagesArgs) -> Result<()> {
         additional: &set.additional_images,
         blocked: &set.blocked_images,
         filter: &filter,
+        not_staged: &set.not_staged,
     };
     let unresolved = lists::to_resolve(&inputs)?;
     // What the first pull resolved stays as read (a tag moving meanwhile changes nothing).

@@ -132,7 +132,7 @@ pub struct ImageSet {
     pub additional_images: Vec<String>,
     /// Images never staged: references or regular expressions ([`super::lists::BlockRule`]).
     pub blocked_images: Vec<String>,
-    /// Parts of the configuration that select nothing prestage stages, in file order.
+    /// Parts of the configuration that select nothing prestage stages, each reported once.
     pub not_staged: Vec<NotStaged>,
 }
 

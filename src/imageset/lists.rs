@@ -436,7 +436,11 @@ impl BlockRule {
             .size_limit(1 << 20)
             .build()
             .map_err(|e| {
-                let e = e.to_string().replace('\n', " ");
+                let e = e
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 anyhow!("`{entry}` is neither an image reference nor a regular expression: {e}")
             })?;
         Ok(BlockRule::Pattern {

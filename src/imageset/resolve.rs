@@ -303,17 +303,7 @@ fn select_operators(p: &Puller, set: &ImageSet) -> Result<Vec<Selected>> {
         let cat = catalog::from_files(&o.catalog, &files, &labels)?;
         let mut picked = Vec::new();
         for pkg in &o.packages {
-            if !pkg.bundles.is_empty() {
-                picked.extend(cat.select_bundles(&pkg.name, &pkg.bundles)?);
-            }
-            for ch in &pkg.channels {
-                picked.extend(cat.select(
-                    &pkg.name,
-                    ch.name.as_deref(),
-                    ch.min_version.as_deref(),
-                    ch.max_version.as_deref(),
-                )?);
-            }
+            picked.extend(cat.select_package(pkg, o.full)?);
         }
         if !o.skip_dependencies {
             let deps = cat.dependencies(&picked)?;
@@ -405,6 +395,7 @@ pub fn resolve(a: &Request, store: Store, conn: Connection) -> Result<Resolution
         additional: &set.additional_images,
         blocked: &set.blocked_images,
         filter: &filter,
+        not_staged: &set.not_staged,
     };
     let unresolved = lists::to_resolve(&inputs)?;
     // What the first pull resolved stays as read (a tag moving meanwhile changes nothing).

@@ -7,9 +7,11 @@
 //! - [`fetch`]: those images, from registries or local copies → the de-duplicated store;
 //! - [`compose`]: partition content → a verified raw or qcow2 disk image.
 //!
-//! [`cleanup`] is shared support. See ARCHITECTURE.md for the map.
+//! [`cleanup`] is shared support (`testhook` is a pause hook for the test suite only). See ARCHITECTURE.md for the map.
 
 pub mod cleanup;
 pub mod compose;
 pub mod fetch;
 pub mod imageset;
+#[doc(hidden)]
+pub mod testhook;

@@ -12,6 +12,7 @@
 //! - [`xfs`]: reserve-and-fill XFS (protofile, mkfs.xfs, the on-disk reader, finishing);
 //! - `vfat`: FAT partitions; `gpt`: the partition table;
 //! - [`emit`]: raw and qcow2 writers and readers; `diskio`: positioned reads, partition windows;
+//! - [`output`]: the lock on an output path, dead runs' leftovers, the free-space checks;
 //! - [`verify`]: reading an image back through its own metadata against the manifest;
 //! - `pipeline`: the order of work ([`compose`], [`compose_contents`]).
 
@@ -21,6 +22,7 @@ pub mod emit;
 pub mod gpt;
 pub mod layout;
 pub mod manifest;
+pub mod output;
 mod pipeline;
 pub mod plan;
 pub mod verify;

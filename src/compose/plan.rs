@@ -87,14 +87,20 @@ pub fn needs(content: &Content) -> Needs {
     n
 }
 
+/// Bytes of the log mkfs.xfs makes in a filesystem of `bytes` with these options.
+pub fn log_bytes(bytes: u64, opts: &XfsOptions) -> u64 {
+    let blocks = match opts.log_size {
+        Some(l) => l.div_ceil(BLOCK),
+        None => (bytes / BLOCK / 2048).clamp(16384, 524_288),
+    };
+    blocks * BLOCK
+}
+
 /// Blocks of an empty filesystem of `bytes` left for content after mkfs.xfs's log and
 /// allocation-group metadata.
 pub fn available(bytes: u64, opts: &XfsOptions) -> u64 {
     let dblocks = bytes / BLOCK;
-    let log = match opts.log_size {
-        Some(l) => l.div_ceil(BLOCK),
-        None => (dblocks / 2048).clamp(16384, 524_288),
-    };
+    let log = log_bytes(bytes, opts) / BLOCK;
     let agcount = opts
         .agcount
         .map_or_else(|| (bytes.div_ceil(1 << 40)).max(4), u64::from);

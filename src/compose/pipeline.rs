@@ -5,7 +5,7 @@
 //! 1. load the layout and the content sets, reserve each XFS partition's manifest, and check that
 //!    every partition's content fits (size planning);
 //! 2. take the output's lock (removing what a dead run left for it, see [`output`]) and check
-//!    that the output filesystem holds at least the content's bytes;
+//!    that the output filesystem holds at least the content's bytes and the XFS logs;
 //! 3. build each partition's filesystem in a sparse partition-sized file in a private work
 //!    directory beside the output (XFS: reserve-and-fill metadata; vfat: mkfs.fat + mtools);
 //! 4. check that the output filesystem holds what the image will allocate, then write the image

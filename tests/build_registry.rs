@@ -263,6 +263,7 @@ fn setup() -> Setup {
     std::fs::write(&additional, lists.join("\n") + "\n").unwrap();
     let auth = root.join("auth.json");
     registry::auth_file(&auth, &host, USER, PASS);
+    std::fs::create_dir_all(root.join("home")).unwrap();
     let cert_dir = ca.cert_dir(&root.join("certs"), &host);
     Setup {
         dir,

@@ -10,8 +10,11 @@
 //! - `bench compose`: compose ~4 GiB of files into raw and qcow2 side by side with `cp -r` of the
 //!   same tree onto the same disk; print throughput ratios and peak RSS.
 //! - `bench pull`: prestage pull vs one `skopeo copy` per image from a loopback registry.
+//! - `bench build`: prestage build (shared, ztp) from a warm store vs `cp -r` of the blobs and
+//!   vs the upstream skopeo + tar pipeline; bytes on the partition; node-side loading; RSS.
 
 mod bench;
+mod bench_build;
 mod bench_pull;
 mod fixtures;
 mod oci;
@@ -163,9 +166,11 @@ fn main() -> Result<()> {
         ["ci"] => ci(),
         ["bench", "compose", rest @ ..] => bench::compose(rest),
         ["bench", "pull", rest @ ..] => bench_pull::pull(rest),
+        ["bench", "build", rest @ ..] => bench_build::build(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask demo | ci | bench compose [--dir DIR] | bench pull [--dir DIR]"
+                "usage: cargo xtask demo | ci | fixtures | bench compose [--dir DIR] | bench pull \
+                 [--dir DIR] | bench build [--dir DIR]"
             );
             std::process::exit(2);
         }

@@ -45,7 +45,8 @@ fn on_path(tool: &str) -> bool {
         .any(|d| d.join(tool).is_file())
 }
 
-fn is_root() -> bool {
+/// Whether this runs as root.
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

@@ -23,33 +23,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use registry::images::{data, Desc, Pusher};
+use registry::images::{data, Desc, Pusher, COMPONENTS};
 use registry::{fails, ok, sha256, Ca, Registry, RegistryOptions};
 use serde_json::{json, Value};
 
 const USER: &str = "builder";
 const PASS: &str = "b4ild-Secr3t";
-
-/// The discovery components of the built-in rule, plus three install-only ones.
-const COMPONENTS: [&str; 17] = [
-    "aws-ebs-csi-driver",
-    "cloud-credential-operator",
-    "cluster-bootstrap",
-    "cluster-config-operator",
-    "cluster-etcd-operator",
-    "cluster-ingress-operator",
-    "cluster-kube-apiserver-operator",
-    "cluster-kube-controller-manager-operator",
-    "cluster-kube-scheduler-operator",
-    "cluster-policy-controller",
-    "console",
-    "etcd",
-    "hyperkube",
-    "installer",
-    "machine-config-operator",
-    "must-gather",
-    "pod",
-];
 
 fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());

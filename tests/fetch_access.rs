@@ -1032,37 +1032,13 @@ fn client_certificates_for_mtls_registries() {
     let root = dir.path();
     let ca = Ca::new(&root.join("ca"));
     // A client certificate issued by the same test CA, for clientAuth.
-    let openssl = require("openssl", "openssl");
+    ca.issue(
+        "client",
+        "/CN=prestage client",
+        "extendedKeyUsage=clientAuth\n",
+        "cert",
+    );
     let c = |n: &str| ca.dir.join(n);
-    run_ok(
-        Command::new(&openssl)
-            .args([
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=prestage client",
-                "-keyout",
-            ])
-            .arg(c("client.key"))
-            .arg("-out")
-            .arg(c("client.csr")),
-    );
-    std::fs::write(c("client.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
-    run_ok(
-        Command::new(&openssl)
-            .args(["x509", "-req", "-days", "2", "-set_serial", "7", "-in"])
-            .arg(c("client.csr"))
-            .arg("-CA")
-            .arg(&ca.ca_crt)
-            .arg("-CAkey")
-            .arg(c("ca.key"))
-            .arg("-extfile")
-            .arg(c("client.cnf"))
-            .arg("-out")
-            .arg(c("client.cert")),
-    );
     let (plain, reg) = pair(
         root,
         "mtls",

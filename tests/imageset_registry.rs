@@ -15,29 +15,8 @@ use std::path::{Path, PathBuf};
 
 use prestage::fetch::cli::RegistryArgs;
 use prestage::imageset::cli::{run, ImageSetArgs, ImagesArgs};
-use registry::images::{data, Pusher};
+use registry::images::{data, Pusher, COMPONENTS};
 use registry::{Registry, RegistryOptions};
-
-/// The discovery components of the built-in rule, plus three install-only ones.
-const COMPONENTS: [&str; 17] = [
-    "aws-ebs-csi-driver",
-    "cloud-credential-operator",
-    "cluster-bootstrap",
-    "cluster-config-operator",
-    "cluster-etcd-operator",
-    "cluster-ingress-operator",
-    "cluster-kube-apiserver-operator",
-    "cluster-kube-controller-manager-operator",
-    "cluster-kube-scheduler-operator",
-    "cluster-policy-controller",
-    "console",
-    "etcd",
-    "hyperkube",
-    "installer",
-    "machine-config-operator",
-    "must-gather",
-    "pod",
-];
 
 /// A tar archive of `(path, bytes)` regular files (directories for paths ending in `/`); names
 /// are written raw, so hostile ones reach the archive.

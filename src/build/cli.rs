@@ -41,7 +41,7 @@ pub enum ImageFormatArg {
     Qcow2,
 }
 
-/// The options `plan` and `build` share.
+/// The disk and partition of `plan` and `build`.
 #[derive(Args, Debug, Clone)]
 pub struct TargetArgs {
     /// Disk layout: a built-in name (demo, sno-seed, sno-250g) or a layout file.
@@ -53,15 +53,32 @@ pub struct TargetArgs {
     pub label: String,
 }
 
-/// `prestage build` arguments.
+/// The options `plan` and `build` share.
 #[derive(Args, Debug, Clone)]
-pub struct BuildArgs {
+pub struct CommonArgs {
     /// The image set.
     #[command(flatten)]
     pub set: ImageSetArgs,
     /// Disk and partition.
     #[command(flatten)]
     pub target: TargetArgs,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Store and registry access (as for `prestage pull`).
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// No progress output.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `prestage build` arguments.
+#[derive(Args, Debug, Clone)]
+pub struct BuildArgs {
+    /// What every run takes.
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// Payload format.
     #[arg(long, value_enum, default_value = "shared")]
     pub payload: PayloadArg,
@@ -71,54 +88,35 @@ pub struct BuildArgs {
     /// Output format, overriding the extension.
     #[arg(long, value_enum)]
     pub format: Option<ImageFormatArg>,
-    /// Print the summary as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Store and registry access (as for `prestage pull`).
-    #[command(flatten)]
-    pub registry: RegistryArgs,
-    /// No progress output.
-    #[arg(short, long)]
-    pub quiet: bool,
 }
 
 /// `prestage plan` arguments.
 #[derive(Args, Debug, Clone)]
 pub struct PlanArgs {
-    /// The image set.
+    /// What every run takes.
     #[command(flatten)]
-    pub set: ImageSetArgs,
-    /// Disk and partition.
-    #[command(flatten)]
-    pub target: TargetArgs,
+    pub common: CommonArgs,
     /// Payload format to plan (default: both).
     #[arg(long, value_enum)]
     pub payload: Option<PayloadArg>,
-    /// Print the plan as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Store and registry access (as for `prestage pull`).
-    #[command(flatten)]
-    pub registry: RegistryArgs,
-    /// No progress output.
-    #[arg(short, long)]
-    pub quiet: bool,
 }
 
-fn request(
-    set: &ImageSetArgs,
-    target: &TargetArgs,
-    formats: Vec<Format>,
-    quiet: bool,
-    mtime: i64,
-) -> Result<Request> {
-    Ok(Request {
-        images: set.request(Tagged::ManifestsOnly, quiet),
-        layout: Layout::named_or_file(&target.layout)?,
-        label: target.label.clone(),
-        formats,
-        mtime,
-    })
+impl CommonArgs {
+    fn request(&self, formats: Vec<Format>, mtime: i64) -> Result<Request> {
+        Ok(Request {
+            images: self.set.request(Tagged::ManifestsOnly, self.quiet),
+            layout: Layout::named_or_file(&self.target.layout)?,
+            label: self.target.label.clone(),
+            formats,
+            mtime,
+        })
+    }
+
+    fn prepare(&self, req: &Request) -> Result<super::Prepared> {
+        let prepared = super::prepare(req, self.registry.open_store()?, self.registry.connect()?)?;
+        crate::imageset::cli::report_not_staged(&prepared.resolution.set);
+        Ok(prepared)
+    }
 }
 
 /// Prints a plan for people.
@@ -164,12 +162,11 @@ pub fn plan(a: PlanArgs, mtime: i64) -> Result<()> {
         Some(p) => vec![p.into()],
         None => Format::ALL.to_vec(),
     };
-    let req = request(&a.set, &a.target, formats, a.quiet, mtime)?;
-    let prepared = super::prepare(&req, a.registry.open_store()?, a.registry.connect()?)?;
-    crate::imageset::cli::report_not_staged(&prepared.resolution.set);
+    let req = a.common.request(formats, mtime)?;
+    let prepared = a.common.prepare(&req)?;
     let node = crate::node::NodeSet::new(&req.label)?;
     let p = prepared.plan(&req, &|f| node.partition_files_for(f))?;
-    if a.json {
+    if a.common.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&p).context("serializing the plan")?
@@ -187,21 +184,21 @@ pub fn build(a: BuildArgs, mtime: i64) -> Result<()> {
         Some(ImageFormatArg::Qcow2) => ImageFormat::Qcow2,
         None => ImageFormat::from_path(&a.output),
     };
-    let req = request(&a.set, &a.target, vec![a.payload.into()], a.quiet, mtime)?;
-    let prepared = super::prepare(&req, a.registry.open_store()?, a.registry.connect()?)?;
-    crate::imageset::cli::report_not_staged(&prepared.resolution.set);
+    let req = a.common.request(vec![a.payload.into()], mtime)?;
+    let prepared = a.common.prepare(&req)?;
     let node = crate::node::NodeSet::new(&req.label)?.for_image(&a.output, format);
     let out = Output {
         image: a.output.clone(),
         format,
     };
-    let s = super::build(&req, &prepared, &out, Some(&node), a.quiet)?;
-    if a.json {
+    let quiet = a.common.quiet;
+    let s = super::build(&req, &prepared, &out, Some(&node), quiet)?;
+    if a.common.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&s).context("serializing the summary")?
         );
-    } else if !a.quiet {
+    } else if !quiet {
         let t = &s.seconds;
         eprintln!(
             "{} ({}, {} disk, {} payload): {} images, {} distinct blobs and manifests, {} on \

@@ -1,5 +1,5 @@
 //! `prestage compose` and `prestage verify`: argument definitions and printing; the work is in
-//! [`super::pipeline`] and [`super::verify`].
+//! `pipeline` and [`super::verify`].
 
 use std::path::PathBuf;
 

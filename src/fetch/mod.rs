@@ -1,7 +1,7 @@
 //! The fetch stage: pulls images from registries (or local OCI layouts and `dir:` copies) into a
 //! digest-verified, de-duplicated store that later stages read.
 //!
-//! - [`reference`], [`digest`]: the reference grammar and content digests;
+//! - [`reference`](mod@reference), [`digest`]: the reference grammar and content digests;
 //! - [`store`]: the store (blobs by digest, byte-exact manifests, records per reference);
 //! - [`manifest`]: OCI and Docker manifest kinds, platform selection;
 //! - [`registry`], [`auth`], [`tls`], [`mirrors`]: reaching registries;

@@ -17,8 +17,8 @@ pub struct ImageSetArgs {
     /// oc-mirror ImageSetConfiguration (mirror.openshift.io/v1alpha2 or v2alpha1).
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Release: an image reference, a local OCI layout (oci:DIR[:REF], named on the node
-    /// BASE@DIGEST with BASE from --release-base), or a version X.Y.Z (see --release-base,
+    /// Release: an image reference, a local OCI layout (oci:DIR or oci:DIR:REF, named on the
+    /// node BASE@DIGEST with BASE from --release-base), or a version X.Y.Z (see --release-base,
     /// --arch).
     #[arg(long, value_name = "REF|oci:DIR[:REF]|X.Y.Z")]
     pub release: Option<String>,
@@ -32,7 +32,7 @@ pub struct ImageSetArgs {
     pub release_base: String,
     /// Update graph for release channels that are not pinned to one version: the update
     /// service's URL (queried with channel and arch) or a file holding its JSON answer
-    /// [default: https://api.openshift.com/api/upgrades_info/v1/graph].
+    /// (default: `https://api.openshift.com/api/upgrades_info/v1/graph`).
     #[arg(long, value_name = "URL|FILE")]
     pub update_graph: Option<String>,
     /// Assisted-installer agent image (discovery stage).

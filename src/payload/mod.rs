@@ -168,6 +168,17 @@ pub struct Payload {
     pub bytes: u64,
 }
 
+/// Adds a small in-memory file.
+pub(crate) fn add_bytes(
+    content: &mut Content,
+    path: &str,
+    mode: u32,
+    bytes: Vec<u8>,
+) -> Result<()> {
+    let len = bytes.len() as u64;
+    content.add(Entry::file(path, mode, len, Source::Bytes(Arc::new(bytes))))
+}
+
 /// The root files every payload carries.
 fn root_files(lists: &ImageLists, imageset_yaml: &str) -> Vec<(&'static str, Vec<u8>)> {
     vec![
@@ -207,12 +218,7 @@ pub fn build(
         if content.get(&f.path).is_some() {
             bail!("internal error: {} is added twice", f.path);
         }
-        content.add(Entry::file(
-            f.path.clone(),
-            f.mode,
-            f.bytes.len() as u64,
-            Source::Bytes(Arc::new(f.bytes.clone())),
-        ))?;
+        add_bytes(&mut content, &f.path, f.mode, f.bytes.clone())?;
     }
     let unique_files = {
         let mut all = std::collections::BTreeSet::new();

@@ -13,7 +13,6 @@
 //! digest for every manifest kind. An image in both stages costs two small `index.json` files.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use anyhow::Result;
 use serde_json::json;
@@ -91,11 +90,5 @@ fn bytes_entry(content: &mut Content, path: &str, mut bytes: Vec<u8>) -> Result<
     if !bytes.ends_with(b"\n") {
         bytes.push(b'\n');
     }
-    let len = bytes.len() as u64;
-    content.add(Entry::file(
-        path,
-        0o644,
-        len,
-        Source::Bytes(Arc::new(bytes)),
-    ))
+    super::add_bytes(content, path, 0o644, bytes)
 }

@@ -55,8 +55,9 @@ enum Data {
     },
 }
 
-fn members(img: &Image, store: &Store, name: &str) -> Result<Vec<Member>> {
-    let mut v = vec![
+/// The directory `name/` and its `version` file.
+fn head(name: &str) -> Vec<Member> {
+    vec![
         Member {
             path: name.to_string(),
             size: 0,
@@ -67,7 +68,11 @@ fn members(img: &Image, store: &Store, name: &str) -> Result<Vec<Member>> {
             size: DIR_VERSION.len() as u64,
             data: Data::Bytes(DIR_VERSION),
         },
-    ];
+    ]
+}
+
+fn members(img: &Image, store: &Store, name: &str) -> Result<Vec<Member>> {
+    let mut v = head(name);
     for f in img.files(store)? {
         let path = if &f.digest == img.digest() {
             format!("{name}/manifest.json")
@@ -289,27 +294,16 @@ mod tests {
             "short",
             &format!("ocp-v4.0-art-dev@sha256_{}", "a".repeat(64)),
         ] {
-            let ms = vec![
-                Member {
-                    path: name.to_string(),
-                    size: 0,
-                    data: Data::Dir,
+            let mut ms = head(name);
+            ms.push(Member {
+                path: format!("{name}/{}", d.hex()),
+                size: data.len() as u64,
+                data: Data::Store {
+                    path: blob.clone(),
+                    digest: d.clone(),
+                    what: "blob".into(),
                 },
-                Member {
-                    path: format!("{name}/version"),
-                    size: DIR_VERSION.len() as u64,
-                    data: Data::Bytes(DIR_VERSION),
-                },
-                Member {
-                    path: format!("{name}/{}", d.hex()),
-                    size: data.len() as u64,
-                    data: Data::Store {
-                        path: blob.clone(),
-                        digest: d.clone(),
-                        what: "blob".into(),
-                    },
-                },
-            ];
+            });
             let mut out = Vec::new();
             stream(&ms, 1_700_000_000, &mut |c| {
                 out.extend_from_slice(c);

@@ -14,6 +14,28 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 /// Docker manifest list.
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
+/// Release components of the test releases: the discovery components of the built-in rule,
+/// plus three install-only ones.
+pub const COMPONENTS: [&str; 17] = [
+    "aws-ebs-csi-driver",
+    "cloud-credential-operator",
+    "cluster-bootstrap",
+    "cluster-config-operator",
+    "cluster-etcd-operator",
+    "cluster-ingress-operator",
+    "cluster-kube-apiserver-operator",
+    "cluster-kube-controller-manager-operator",
+    "cluster-kube-scheduler-operator",
+    "cluster-policy-controller",
+    "console",
+    "etcd",
+    "hyperkube",
+    "installer",
+    "machine-config-operator",
+    "must-gather",
+    "pod",
+];
+
 /// `len` pseudo-random (incompressible) bytes from `seed`.
 pub fn data(seed: u64, len: usize) -> Vec<u8> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

@@ -103,41 +103,53 @@ impl Ca {
                 .arg("-out")
                 .arg(p("ca.crt")),
         );
-        run_ok(
-            Command::new(&openssl)
-                .args([
-                    "req",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-subj",
-                    "/CN=127.0.0.1",
-                    "-keyout",
-                ])
-                .arg(p("server.key"))
-                .arg("-out")
-                .arg(p("server.csr")),
-        );
-        std::fs::write(p("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
-        run_ok(
-            Command::new(&openssl)
-                .args(["x509", "-req", "-days", "2", "-set_serial", "2", "-in"])
-                .arg(p("server.csr"))
-                .arg("-CA")
-                .arg(p("ca.crt"))
-                .arg("-CAkey")
-                .arg(p("ca.key"))
-                .arg("-extfile")
-                .arg(p("ext.cnf"))
-                .arg("-out")
-                .arg(p("server.crt")),
-        );
-        Ca {
+        let ca = Ca {
             dir: dir.to_path_buf(),
             ca_crt: p("ca.crt"),
             server_crt: p("server.crt"),
             server_key: p("server.key"),
-        }
+        };
+        ca.issue(
+            "server",
+            "/CN=127.0.0.1",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+            "crt",
+        );
+        ca
+    }
+
+    /// Issues `NAME.key` and `NAME.EXT` (the certificate) in the CA's directory for `subject`,
+    /// with the openssl extensions `ext`.
+    pub fn issue(&self, name: &str, subject: &str, ext: &str, cert_ext: &str) -> PathBuf {
+        let openssl = require("openssl", "openssl");
+        let p = |n: &str| self.dir.join(n);
+        run_ok(
+            Command::new(&openssl)
+                .args([
+                    "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout",
+                ])
+                .arg(p(&format!("{name}.key")))
+                .arg("-out")
+                .arg(p(&format!("{name}.csr"))),
+        );
+        std::fs::write(p(&format!("{name}.cnf")), ext).unwrap();
+        let serial = 2 + self.dir.read_dir().map(|d| d.count()).unwrap_or(0);
+        run_ok(
+            Command::new(&openssl)
+                .args(["x509", "-req", "-days", "2", "-set_serial"])
+                .arg(serial.to_string())
+                .arg("-in")
+                .arg(p(&format!("{name}.csr")))
+                .arg("-CA")
+                .arg(&self.ca_crt)
+                .arg("-CAkey")
+                .arg(p("ca.key"))
+                .arg("-extfile")
+                .arg(p(&format!("{name}.cnf")))
+                .arg("-out")
+                .arg(p(&format!("{name}.{cert_ext}"))),
+        );
+        p(&format!("{name}.{cert_ext}"))
     }
 
     /// A `--cert-dir` holding the CA for `registry` (`host:port`) in the certs.d convention.

@@ -14,28 +14,25 @@ use serde_json::json;
 use crate::bench::Noise;
 use crate::oci::Layout;
 
-/// The release's components: the discovery ones (`data/discovery-components.txt`) and a few
-/// install-only ones.
-pub const COMPONENTS: &[&str] = &[
-    "cloud-credential-operator",
-    "cluster-bootstrap",
-    "cluster-config-operator",
-    "cluster-etcd-operator",
-    "cluster-ingress-operator",
-    "cluster-kube-apiserver-operator",
-    "cluster-kube-controller-manager-operator",
-    "cluster-kube-scheduler-operator",
-    "cluster-policy-controller",
-    "etcd",
-    "hyperkube",
-    "machine-config-operator",
-    "must-gather",
-    "pod",
+/// Install-only components of the release, besides the discovery ones.
+const INSTALL_ONLY: &[&str] = &[
     "cluster-version-operator",
     "console",
     "installer",
     "oauth-server",
 ];
+
+/// The release's components: the discovery ones (`data/discovery-components.txt`, the rule
+/// prestage ships) and a few install-only ones.
+fn components() -> Vec<String> {
+    include_str!("../../data/discovery-components.txt")
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .chain(INSTALL_ONLY.iter().copied())
+        .map(str::to_string)
+        .collect()
+}
 
 const VERSION: &str = "4.14.3";
 const ART: &str = "quay.io/openshift-release-dev/ocp-v4.0-art-dev";
@@ -58,7 +55,8 @@ pub fn write(dir: &Path) -> Result<()> {
     let base_d = oci.layer(true, &[("usr/share/base/base.bin", &base_bytes)], 6)?;
     let base_o = oci.layer(false, &[("usr/share/base/base.bin", &base_bytes)], 6)?;
     let mut tags = Vec::new();
-    for (i, c) in COMPONENTS.iter().enumerate() {
+    let components = components();
+    for (i, c) in components.iter().enumerate() {
         let own = noise(100 + i as u64, 4096 + 512 * i);
         let path = format!("usr/bin/{c}");
         let l = oci.layer(true, &[(&path, &own)], 6)?;
@@ -157,7 +155,7 @@ pub fn write(dir: &Path) -> Result<()> {
              oci/ is an OCI image layout holding a synthetic OpenShift {VERSION} release (tag {VERSION}),\n\
              its {} component images (named in the release's image-references as {ART}@sha256:...),\n\
              the assisted-installer images and one additional image; the .txt files name them.\n",
-            COMPONENTS.len()
+            components.len()
         ),
     )?;
     Ok(())

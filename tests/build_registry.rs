@@ -145,13 +145,12 @@ fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let ca = Ca::new(&root.join("ca"));
-    let plain = Registry::start(&root.join("plain"), RegistryOptions::default());
-    let secure = Registry::start(
-        &root.join("secure"),
+    let (plain, secure) = registry::pair(
+        root,
+        "secure",
         RegistryOptions {
             tls: Some(&ca),
             htpasswd: Some((USER, PASS)),
-            storage: Some(plain.storage.clone()),
             access_log: true,
             ..RegistryOptions::default()
         },

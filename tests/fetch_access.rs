@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use registry::images::{data, Image, Pusher};
 use registry::proxy::Proxy;
-use registry::{require, Ca, Registry, RegistryOptions};
+use registry::{pair, require, served, Ca, Registry, RegistryOptions};
 
 const USER: &str = "tester";
 const PASS: &str = "Registry-Pa55-9f3c";
@@ -100,21 +100,6 @@ fn push(plain: &Registry, repo: &str, seed: u64) -> Image {
 }
 
 /// A plain registry and, on the same storage, one started with `opts` (TLS etc.).
-fn pair(root: &Path, name: &str, opts: RegistryOptions) -> (Registry, Registry) {
-    let plain = Registry::start(
-        &root.join(format!("{name}-plain")),
-        RegistryOptions::default(),
-    );
-    let served = Registry::start(
-        &root.join(name),
-        RegistryOptions {
-            storage: Some(plain.storage.clone()),
-            ..opts
-        },
-    );
-    (plain, served)
-}
-
 fn no_secrets(out: &str) {
     for s in [
         PASS,
@@ -1083,14 +1068,6 @@ fn client_certificates_for_mtls_registries() {
     let key = std::fs::read_to_string(c("client.key")).unwrap();
     let body = key.lines().nth(1).unwrap();
     assert!(!e.contains(body), "{e}");
-}
-
-fn served(proxy: &Proxy, what: &str) -> usize {
-    proxy
-        .log()
-        .iter()
-        .filter(|e| e.path.contains(what) && (e.status == 200 || e.status == 206))
-        .count()
 }
 
 #[test]

@@ -10,15 +10,7 @@ use std::path::Path;
 
 use registry::images::{data, Pusher};
 use registry::proxy::{Fault, Proxy};
-use registry::{Registry, RegistryOptions};
-
-fn served(proxy: &Proxy, what: &str) -> usize {
-    proxy
-        .log()
-        .iter()
-        .filter(|e| e.path.contains(what) && (e.status == 200 || e.status == 206))
-        .count()
-}
+use registry::{served, Registry, RegistryOptions};
 
 #[test]
 fn digest_only_mirror_with_prefix_rewriting_and_fallback() {

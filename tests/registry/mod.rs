@@ -318,6 +318,32 @@ impl Drop for Registry {
     }
 }
 
+/// A plain registry to push through, and one on the same storage served with `opts` (TLS,
+/// auth, ...), in `root/NAME-plain` and `root/NAME`.
+pub fn pair(root: &Path, name: &str, opts: RegistryOptions) -> (Registry, Registry) {
+    let plain = Registry::start(
+        &root.join(format!("{name}-plain")),
+        RegistryOptions::default(),
+    );
+    let served = Registry::start(
+        &root.join(name),
+        RegistryOptions {
+            storage: Some(plain.storage.clone()),
+            ..opts
+        },
+    );
+    (plain, served)
+}
+
+/// The number of successful (200, 206) responses of `proxy` to paths containing `what`.
+pub fn served(proxy: &proxy::Proxy, what: &str) -> usize {
+    proxy
+        .log()
+        .iter()
+        .filter(|e| e.path.contains(what) && (e.status == 200 || e.status == 206))
+        .count()
+}
+
 /// An auth.json with `user:pass` for `host`.
 pub fn auth_file(path: &Path, host: &str, user: &str, pass: &str) {
     use base64::Engine as _;

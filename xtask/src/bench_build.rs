@@ -77,7 +77,7 @@ fn image_set(dir: &Path, port: u16) -> Result<Vec<String>> {
             descs.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": blob.len()}));
         }
         let cfg = serde_json::to_vec(&json!({
-            "architecture": "amd64", "os": "linux", "config": {"Labels": {"bench": i}},
+            "architecture": "amd64", "os": "linux", "config": {"Labels": {"bench": i.to_string()}},
             "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.1.clone()).collect::<Vec<_>>()},
         }))?;
         let cd = push_blob(&agent, &base_url, &repo, &cfg)?;

@@ -188,7 +188,8 @@ pub fn build(a: BuildArgs, mtime: i64) -> Result<()> {
     };
     let req = request(&a.set, &a.target, vec![a.payload.into()], a.quiet, mtime)?;
     let prepared = super::prepare(&req, a.registry.open_store()?, a.registry.connect()?)?;
-    let node = crate::node::NodeSet::new(&req.label)?.for_image(&a.output, format);
+    let node =
+        crate::node::NodeSet::new(&req.label)?.for_image(&a.output, format, req.layout.disk_size);
     let out = Output {
         image: a.output.clone(),
         format,

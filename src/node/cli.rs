@@ -1,0 +1,49 @@
+//! `prestage node IMAGE [-o DIR] [--label L]`: argument definitions and printing; the work is in
+//! [`super`] and [`super::inspect`].
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::{inspect, NodeSet};
+use crate::build::beside;
+
+/// `prestage node` arguments.
+#[derive(Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// An image `prestage build` wrote (raw or qcow2).
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+    /// Directory to write (default: IMAGE.node beside the image); replaced only when prestage
+    /// wrote it.
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// The payload partition (GPT label), when the image has several.
+    #[arg(long, value_name = "LABEL")]
+    pub label: Option<String>,
+    /// Print nothing.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Runs `prestage node`.
+pub fn run(a: NodeArgs) -> Result<()> {
+    let found = inspect::inspect(&a.image, a.label.as_deref())?;
+    let dir = a
+        .output
+        .clone()
+        .unwrap_or_else(|| beside(&a.image, ".node"));
+    let node = NodeSet::new(&found.label)?.for_image(&a.image, found.image_format, found.disk_size);
+    node.write(found.format, &dir)?;
+    if !a.quiet {
+        eprintln!(
+            "{}: {} payload on the partition labelled `{}`; node files: {}",
+            a.image.display(),
+            found.format.name(),
+            found.label,
+            dir.display()
+        );
+    }
+    Ok(())
+}

@@ -1,7 +1,8 @@
 //! Interrupt cleanup: temporary outputs and work directories are registered here, and SIGINT,
 //! SIGTERM or SIGHUP removes them before exiting, so an interrupted compose leaves neither a
 //! partial image nor a partition-sized work file behind. (SIGKILL cannot be caught: the temporary
-//! names then remain, but nothing ever appears at the output path.)
+//! names then remain, never anything at the output path, and the next run for the same output
+//! removes them: see `compose::output`.)
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -12,11 +13,12 @@ static PATHS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 pub fn install() -> anyhow::Result<()> {
     ctrlc::set_handler(|| {
         let paths = PATHS.lock().map(|p| p.clone()).unwrap_or_default();
-        for p in paths {
+        // Newest first: a run's temporary files go before the lock that makes them its own.
+        for p in paths.iter().rev() {
             if p.is_dir() {
-                let _ = std::fs::remove_dir_all(&p);
+                let _ = std::fs::remove_dir_all(p);
             } else {
-                let _ = std::fs::remove_file(&p);
+                let _ = std::fs::remove_file(p);
             }
         }
         eprintln!("prestage: interrupted; temporary files removed");

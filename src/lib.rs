@@ -10,7 +10,8 @@
 //! - [`compose`]: partition content → a verified raw or qcow2 disk image;
 //! - [`build`]: `prestage build` / `plan`, joining the stages.
 //!
-//! [`cleanup`] is shared support. See ARCHITECTURE.md for the map.
+//! [`cleanup`] is shared support (`testhook` is a pause hook for the test suite only). See
+//! ARCHITECTURE.md for the map.
 
 pub mod build;
 pub mod cleanup;
@@ -19,3 +20,5 @@ pub mod fetch;
 pub mod imageset;
 pub mod node;
 pub mod payload;
+#[doc(hidden)]
+pub mod testhook;

@@ -321,7 +321,7 @@ fn killed_while_writing_leaves_no_output() {
     );
     let left = temp_leftovers(&out_dir, "killed.raw");
     note!(
-        "no {} after SIGKILL; temporary files left for the user to delete: {left:?}",
+        "no {} after SIGKILL; left for the next run to remove (tests/leftovers.rs): {left:?}",
         out.display()
     );
 }

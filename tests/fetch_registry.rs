@@ -36,6 +36,7 @@ fn setup() -> Setup {
             tls: Some(&ca),
             htpasswd: Some((USER, PASS)),
             storage: Some(plain.storage.clone()),
+            ..RegistryOptions::default()
         },
     );
     let pusher = Pusher::new(&plain.url());

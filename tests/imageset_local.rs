@@ -3,6 +3,13 @@
 //! catalog's `operators.operatorframework.io.index.configs.v1` label, and a SQLite-era catalog
 //! refused as unsupported, and a release image read from an OCI layout (`--release oci:...`),
 //! named on the node after `--release-base` and its manifest digest.
+//!
+//! And, through the `prestage` binary, an ImageSetConfiguration as oc-mirror users write them:
+//! keys in other cases (`additionalimages`, `blockedimages`), `full: true` on a catalog with
+//! packages (every bundle of the channels, within a range), regular expressions in
+//! `blockedImages` next to a plain reference, and sections prestage does not stage (Helm charts,
+//! `archiveSize`, `graph`) reported once on stderr and in the `--json` summary while the rest is
+//! staged.
 
 use std::io::Write;
 use std::path::Path;
@@ -298,4 +305,334 @@ fn release_from_an_oci_layout() {
     let e = format!("{:#}", run(a).unwrap_err());
     assert!(e.contains("give a repository without tag or digest"), "{e}");
     assert!(!root.join("bad").exists());
+}
+
+/// A release payload in an OCI layout: the discovery components, `console` and two cloud
+/// components; returns the layout and the components' references by name.
+fn release_layout(root: &Path) -> (std::path::PathBuf, Vec<(String, String)>) {
+    let components: Vec<(String, String)> = prestage::imageset::lists::DEFAULT_DISCOVERY_COMPONENTS
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .chain(["console", "aws-ebs-csi-driver", "gcp-pd-csi-driver"])
+        .enumerate()
+        .map(|(i, n)| (n.to_string(), img("ocp/art-dev", 0x40 + i as u8)))
+        .collect();
+    let tags: Vec<serde_json::Value> = components
+        .iter()
+        .map(|(n, r)| serde_json::json!({"name": n, "from": {"kind": "DockerImage", "name": r}}))
+        .collect();
+    let refs = serde_json::json!({"kind": "ImageStream", "apiVersion": "image.openshift.io/v1",
+        "metadata": {"name": "4.14.3"}, "spec": {"tags": tags}});
+    let layer = tar_gz(&[
+        (
+            "release-manifests/image-references",
+            &serde_json::to_vec(&refs).unwrap(),
+        ),
+        (
+            "release-manifests/release-metadata",
+            br#"{"kind":"cincinnati-metadata-v0","version":"4.14.3"}"#,
+        ),
+    ]);
+    let rel = root.join("release");
+    layout(&rel, "4.14.3", serde_json::json!({}), &layer);
+    (rel, components)
+}
+
+/// `ptp-operator`: channel `stable` 4.14.0 <- 4.14.1 <- 4.14.2 (default) and `4.13` (4.13.5);
+/// `ptp-helper`: `stable` 1.0.0 <- 1.1.0 (default) and `fast` (1.2.0).
+fn full_catalog_layout(root: &Path) -> std::path::PathBuf {
+    let bundle = |pkg: &str, v: &str, image: String, related: &[String]| {
+        let rel: Vec<serde_json::Value> = related
+            .iter()
+            .map(|r| serde_json::json!({"name": "x", "image": r}))
+            .collect();
+        serde_json::json!({"schema": "olm.bundle", "name": format!("{pkg}.v{v}"), "package": pkg,
+            "image": image,
+            "properties": [{"type": "olm.package", "value": {"packageName": pkg, "version": v}}],
+            "relatedImages": rel})
+    };
+    let chain = |pkg: &str, ch: &str, versions: &[&str]| {
+        let mut prev: Option<String> = None;
+        let entries: Vec<serde_json::Value> = versions
+            .iter()
+            .map(|v| {
+                let name = format!("{pkg}.v{v}");
+                let e = serde_json::json!({"name": name, "replaces": prev});
+                prev = Some(name);
+                e
+            })
+            .collect();
+        serde_json::json!({"schema": "olm.channel", "name": ch, "package": pkg, "entries": entries})
+    };
+    let blobs = [
+        serde_json::json!({"schema": "olm.package", "name": "ptp-operator", "defaultChannel": "stable"}),
+        chain("ptp-operator", "stable", &["4.14.0", "4.14.1", "4.14.2"]),
+        chain("ptp-operator", "4.13", &["4.13.5"]),
+        bundle(
+            "ptp-operator",
+            "4.14.0",
+            img("ptp/bundle", 0x10),
+            &[img("ptp/op", 0x11), img("ptp/op-metrics", 0x12)],
+        ),
+        bundle(
+            "ptp-operator",
+            "4.14.1",
+            img("ptp/bundle", 0x13),
+            &[img("ptp/op", 0x14), img("ptp/cloud-aws", 0x15)],
+        ),
+        bundle(
+            "ptp-operator",
+            "4.14.2",
+            img("ptp/bundle", 0x16),
+            &[img("ptp/op", 0x17), img("ptp/op-metrics", 0x18)],
+        ),
+        bundle(
+            "ptp-operator",
+            "4.13.5",
+            img("ptp/bundle", 0x19),
+            &[img("ptp/op", 0x1a)],
+        ),
+        serde_json::json!({"schema": "olm.package", "name": "ptp-helper", "defaultChannel": "stable"}),
+        chain("ptp-helper", "stable", &["1.0.0", "1.1.0"]),
+        chain("ptp-helper", "fast", &["1.2.0"]),
+        bundle(
+            "ptp-helper",
+            "1.0.0",
+            img("helper/bundle", 0x20),
+            &[img("helper/helper", 0x21)],
+        ),
+        bundle(
+            "ptp-helper",
+            "1.1.0",
+            img("helper/bundle", 0x22),
+            &[img("helper/helper", 0x23)],
+        ),
+        bundle(
+            "ptp-helper",
+            "1.2.0",
+            img("helper/bundle", 0x24),
+            &[img("helper/helper", 0x25)],
+        ),
+    ];
+    let stream: Vec<String> = blobs.iter().map(|b| b.to_string()).collect();
+    let layer = tar_gz(&[("configs/ptp/catalog.json", stream.join("\n").as_bytes())]);
+    let cat = root.join("catalog");
+    layout(&cat, "v4.14", serde_json::json!({}), &layer);
+    cat
+}
+
+/// Runs `prestage images --json`; returns (exit ok, stdout, stderr).
+fn images_bin(root: &Path, config: &Path, out: &str) -> (bool, String, String) {
+    std::fs::write(root.join("auth.json"), "{\"auths\": {}}\n").unwrap();
+    std::fs::write(root.join("registries.conf"), "").unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_prestage"))
+        .arg("images")
+        .arg("--config")
+        .arg(config)
+        .arg("-o")
+        .arg(root.join(out))
+        .arg("--json")
+        .arg("--quiet")
+        .arg("--store")
+        .arg(root.join("store"))
+        .arg("--authfile")
+        .arg(root.join("auth.json"))
+        .arg("--registries-conf")
+        .arg(root.join("registries.conf"))
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8(o.stdout).unwrap(),
+        String::from_utf8(o.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn oc_mirror_spellings_full_catalog_and_blocked_patterns() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (rel, components) = release_layout(root);
+    let cat = full_catalog_layout(root);
+    let troubleshoot = img("tools/troubleshoot", 0x30);
+    let config = root.join("imageset-config.yaml");
+    // Field names from oc-mirror's documentation, some in the other spellings its own test
+    // files use.
+    std::fs::write(
+        &config,
+        format!(
+            "\
+kind: ImageSetConfiguration
+apiVersion: mirror.openshift.io/v2alpha1
+archiveSize: 4
+mirror:
+  platform:
+    release: oci:{rel}:4.14.3
+    graph: true
+  operators:
+    - catalog: oci:{cat}:v4.14
+      full: true
+      packages:
+        - name: ptp-operator
+          channels:
+            - name: stable
+        - name: ptp-helper
+          maxVersion: 1.1.0
+  additionalimages:
+    - name: {troubleshoot}
+  blockedimages:
+    - name: \"(aws|gcp|azure|ibm|openstack)\"
+    - name: registry.example/ptp/op
+  helm:
+    repositories:
+      - name: podinfo
+        url: https://stefanprodan.github.io/podinfo
+        charts:
+          - name: podinfo
+            version: 5.0.0
+",
+            rel = rel.display(),
+            cat = cat.display()
+        ),
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = images_bin(root, &config, "out");
+    assert!(ok, "{stderr}");
+    let out = root.join("out");
+    let component = |name: &str| {
+        components
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, r)| r.clone())
+            .unwrap()
+    };
+    let ocp = std::fs::read_to_string(out.join("ocp-images.txt")).unwrap();
+    let ocp: Vec<&str> = ocp.lines().collect();
+    // full: every bundle of ptp-operator's stable channel (not 4.13), of every ptp-helper
+    // channel up to 1.1.0 (not fast's 1.2.0); ptp/op blocked as a repository, op-metrics kept;
+    // cloud-aws blocked by the pattern on its reference.
+    let mut operators = vec![
+        img("helper/bundle", 0x20),
+        img("helper/bundle", 0x22),
+        img("helper/helper", 0x21),
+        img("helper/helper", 0x23),
+        img("ptp/bundle", 0x10),
+        img("ptp/bundle", 0x13),
+        img("ptp/bundle", 0x16),
+        img("ptp/op-metrics", 0x12),
+        img("ptp/op-metrics", 0x18),
+    ];
+    operators.sort();
+    for o in &operators {
+        assert!(ocp.contains(&o.as_str()), "{o} missing: {ocp:#?}");
+    }
+    for gone in [
+        img("ptp/op", 0x11),
+        img("ptp/op", 0x14),
+        img("ptp/op", 0x17),
+        img("ptp/cloud-aws", 0x15),
+        img("ptp/bundle", 0x19),
+        img("helper/bundle", 0x24),
+        component("aws-ebs-csi-driver"),
+        component("gcp-pd-csi-driver"),
+    ] {
+        assert!(!ocp.contains(&gone.as_str()), "{gone} staged: {ocp:#?}");
+    }
+    // Release image, 14 + console components, 9 operator images, troubleshoot.
+    assert_eq!(ocp.len(), 1 + 15 + 9 + 1, "{ocp:#?}");
+    assert!(ocp.contains(&troubleshoot.as_str()));
+    assert!(ocp.contains(&component("console").as_str()));
+
+    // The summary: what was blocked by which entry, what was not staged.
+    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let blocked: Vec<(String, String)> = j["blocked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["reference"].as_str().unwrap().to_string(),
+                b["rule"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let pattern = "(aws|gcp|azure|ibm|openstack)".to_string();
+    let reference = "registry.example/ptp/op".to_string();
+    let mut want = vec![
+        (component("aws-ebs-csi-driver"), pattern.clone()),
+        (component("gcp-pd-csi-driver"), pattern.clone()),
+        (img("ptp/cloud-aws", 0x15), pattern),
+        (img("ptp/op", 0x11), reference.clone()),
+        (img("ptp/op", 0x14), reference.clone()),
+        (img("ptp/op", 0x17), reference),
+    ];
+    want.sort();
+    assert_eq!(blocked, want);
+    let file = config.display().to_string();
+    let not_staged: Vec<(&str, &str)> = j["not_staged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["file"].as_str().unwrap(), n["field"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        not_staged,
+        [
+            (file.as_str(), "archiveSize"),
+            (file.as_str(), "mirror.platform.graph"),
+            (file.as_str(), "mirror.helm")
+        ]
+    );
+    // On stderr, once each, and nothing else (--quiet).
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    for (line, field) in lines
+        .iter()
+        .zip(["archiveSize", "mirror.platform.graph", "mirror.helm"])
+    {
+        assert!(
+            line.starts_with(&format!("prestage: {file}: {field}: not staged: ")),
+            "{line}"
+        );
+    }
+    assert!(
+        lines[2].ends_with("no Helm charts or their images (1 repository, 0 local charts)"),
+        "{stderr}"
+    );
+
+    // The effective imageset.yaml: canonical spelling, only what was staged, and it gives the
+    // same lists again, with nothing left to report.
+    let eff = std::fs::read_to_string(out.join("imageset.yaml")).unwrap();
+    for canonical in [
+        "additionalImages:",
+        "blockedImages:",
+        "full: true",
+        "maxVersion: 1.1.0",
+    ] {
+        assert!(eff.contains(canonical), "{canonical}: {eff}");
+    }
+    for gone in [
+        "additionalimages",
+        "blockedimages",
+        "helm",
+        "archiveSize",
+        "graph",
+    ] {
+        assert!(!eff.contains(gone), "{gone}: {eff}");
+    }
+    assert!(eff.contains("(aws|gcp|azure|ibm|openstack)"), "{eff}");
+    let (ok, stdout2, stderr2) = images_bin(root, &out.join("imageset.yaml"), "again");
+    assert!(ok, "{stderr2}");
+    assert_eq!(stderr2, "");
+    for f in ["ai-images.txt", "ocp-images.txt", "mapping.txt"] {
+        assert_eq!(
+            std::fs::read(out.join(f)).unwrap(),
+            std::fs::read(root.join("again").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let j2: serde_json::Value = serde_json::from_str(&stdout2).unwrap();
+    assert_eq!(j2["blocked"], j["blocked"]);
+    assert_eq!(j2["not_staged"], serde_json::json!([]));
 }

@@ -166,6 +166,7 @@ pub fn plan(a: PlanArgs, mtime: i64) -> Result<()> {
     };
     let req = request(&a.set, &a.target, formats, a.quiet, mtime)?;
     let prepared = super::prepare(&req, a.registry.open_store()?, a.registry.connect()?)?;
+    crate::imageset::cli::report_not_staged(&prepared.resolution.set);
     let node = crate::node::NodeSet::new(&req.label)?;
     let p = prepared.plan(&req, &|f| node.partition_files_for(f))?;
     if a.json {
@@ -188,6 +189,7 @@ pub fn build(a: BuildArgs, mtime: i64) -> Result<()> {
     };
     let req = request(&a.set, &a.target, vec![a.payload.into()], a.quiet, mtime)?;
     let prepared = super::prepare(&req, a.registry.open_store()?, a.registry.connect()?)?;
+    crate::imageset::cli::report_not_staged(&prepared.resolution.set);
     let node =
         crate::node::NodeSet::new(&req.label)?.for_image(&a.output, format, req.layout.disk_size);
     let out = Output {

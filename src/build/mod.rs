@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use crate::compose::emit::Format as ImageFormat;
 use crate::compose::layout::{human, Filesystem, Layout, XfsOptions};
+use crate::compose::output::OutputLock;
 use crate::compose::{self, bmap, manifest, plan};
 use crate::fetch::connect::Connection;
 use crate::fetch::progress::Progress;
@@ -314,23 +315,16 @@ pub struct Summary {
     pub seconds: Seconds,
 }
 
-/// Writes `bytes` at `path` through a temporary name beside it.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` at `path` through a temporary name beside it (`.NAME.partial-*`, owned by the
+/// output's lock, so a dead run's is swept by the next).
+pub fn write_atomic(lock: &OutputLock, path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
     let name = path
         .file_name()
         .with_context(|| format!("{}: not a file path", path.display()))?
         .to_string_lossy()
         .to_string();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.partial-"))
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    crate::cleanup::register(tmp.path());
+    let mut tmp = lock.partial_file_for(&name)?;
     let tmp_path = tmp.path().to_path_buf();
     let r = (|| -> Result<()> {
         tmp.write_all(bytes)
@@ -379,6 +373,20 @@ pub fn build(
         .first()
         .context("internal error: no payload format")?;
     let t0 = Instant::now();
+    // One run per output: the image, its report, block map and node files.
+    let lock = OutputLock::acquire(&out.image)?;
+    for p in [
+        Some(out.report_path()),
+        out.bmap_path(),
+        Some(out.node_dir()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Some(n) = p.file_name() {
+            lock.sweep(&n.to_string_lossy())?;
+        }
+    }
     let extra = |f: Format| -> Result<Vec<ExtraFile>> {
         match node {
             Some(n) => n.partition_files(f),
@@ -434,7 +442,7 @@ pub fn build(
         let tf = Instant::now();
         if let Some(b) = &bmap_path {
             let map = bmap::of_image(tmp).context("making the block map")?;
-            write_atomic(b, map.to_xml().as_bytes())?;
+            write_atomic(&lock, b, map.to_xml().as_bytes())?;
         }
         let r = report::Report {
             format: report::FORMAT,
@@ -445,7 +453,7 @@ pub fn build(
             plan: fplan.clone(),
             images: reports.clone(),
         };
-        write_atomic(&report_path, &r.to_bytes()?)?;
+        write_atomic(&lock, &report_path, &r.to_bytes()?)?;
         if let (Some(n), Some(dir)) = (node, &node_dir) {
             n.write_beside(format, dir)?;
         }

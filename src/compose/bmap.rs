@@ -64,7 +64,7 @@ impl Bmap {
         s.push_str("<?xml version=\"1.0\" ?>\n");
         s.push_str(
             "<!-- Block map of a raw disk image written by prestage: the blocks that hold data.\n     \
-             Write it with: bmaptool copy --bmap IMAGE.bmap IMAGE /dev/sdX -->\n",
+             bmaptool copy writes only these blocks and checks each range's sha256. -->\n",
         );
         s.push_str("<bmap version=\"2.0\">\n");
         let _ = writeln!(s, "    <ImageSize> {} </ImageSize>", self.image_size);

@@ -91,7 +91,9 @@ impl ImageWriter for RawWriter {
         }
         self.file
             .write_all_at(data, offset)
-            .with_context(|| format!("writing the image at offset {offset}"))
+            .with_context(|| format!("writing the image at offset {offset}"))?;
+        crate::testhook::wrote(data.len() as u64);
+        Ok(())
     }
     fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<()> {
         // Real zero bytes: a hole would not be written by bmaptool or `dd conv=sparse`.
@@ -140,7 +142,9 @@ impl ImageWriter for Qcow2Writer {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         self.img
             .write(data, offset)
-            .with_context(|| format!("writing the qcow2 image at offset {offset}"))
+            .with_context(|| format!("writing the qcow2 image at offset {offset}"))?;
+        crate::testhook::wrote(data.len() as u64);
+        Ok(())
     }
     fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<()> {
         // qcow2 zero clusters: read as zeros everywhere, take no space.

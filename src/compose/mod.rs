@@ -13,6 +13,7 @@
 //! - `vfat`: FAT partitions; `gpt`: the partition table;
 //! - [`emit`]: raw and qcow2 writers and readers; [`bmap`]: bmaptool block maps of raw images;
 //!   `diskio`: positioned reads, partition windows;
+//! - [`output`]: the lock on an output path, dead runs' leftovers, the free-space checks;
 //! - [`verify`]: reading an image back through its own metadata against the manifest;
 //! - `pipeline`: the order of work ([`compose`], [`compose_contents`]).
 
@@ -24,6 +25,7 @@ pub mod emit;
 pub mod gpt;
 pub mod layout;
 pub mod manifest;
+pub mod output;
 mod pipeline;
 pub mod plan;
 pub mod verify;

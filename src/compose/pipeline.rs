@@ -4,12 +4,15 @@
 //! ever sits at the output path:
 //! 1. load the layout and the content sets, reserve each XFS partition's manifest, and check that
 //!    every partition's content fits (size planning);
-//! 2. build each partition's filesystem in a sparse partition-sized file in a private work
+//! 2. take the output's lock (removing what a dead run left for it, see [`output`]) and check
+//!    that the output filesystem holds at least the content's bytes and the XFS logs;
+//! 3. build each partition's filesystem in a sparse partition-sized file in a private work
 //!    directory beside the output (XFS: reserve-and-fill metadata; vfat: mkfs.fat + mtools);
-//! 3. write the image under a temporary name: partition table, each partition's metadata ranges,
-//!    then every file's bytes streamed from its source into its extents (hashed on the way), then
-//!    the manifest;
-//! 4. verify the written image the way `prestage verify` does, and only then rename it into place.
+//! 4. check that the output filesystem holds what the image will allocate, then write the image
+//!    under a temporary name: partition table, each partition's metadata ranges, then every
+//!    file's bytes streamed from its source into its extents (hashed on the way), then the
+//!    manifest;
+//! 5. verify the written image the way `prestage verify` does, and only then rename it into place.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -27,6 +30,7 @@ use crate::compose::emit::{self, Format, ImageWriter};
 use crate::compose::gpt;
 use crate::compose::layout::{human, Filesystem, Layout};
 use crate::compose::manifest::{self, Manifest};
+use crate::compose::output;
 use crate::compose::plan;
 use crate::compose::verify::{self, PartReport};
 use crate::compose::vfat;
@@ -156,23 +160,14 @@ pub fn compose_contents_with(
         }
     }
 
-    let out_dir = match output.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let out_name = output
-        .file_name()
-        .with_context(|| format!("{}: not a file path", output.display()))?
-        .to_string_lossy()
-        .to_string();
-    if output.is_dir() {
-        bail!("{}: is a directory", output.display());
-    }
-    let work = tempfile::Builder::new()
-        .prefix(&format!(".{out_name}.work-"))
-        .tempdir_in(&out_dir)
-        .with_context(|| format!("creating a work directory in {}", out_dir.display()))?;
-    cleanup::register(work.path());
+    // Nothing is created beside the output before the lock is held and the content could fit.
+    let lock = output::OutputLock::acquire(output)?;
+    output::check_minimum(
+        lock.dir(),
+        output,
+        output::minimum(layout, &contents, format),
+    )?;
+    let work = lock.work_dir()?;
 
     // Filesystems.
     let t0 = Instant::now();
@@ -210,16 +205,15 @@ pub fn compose_contents_with(
     }
     let t1 = Instant::now();
 
-    // The image, under a temporary name.
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{out_name}.partial-"))
-        .tempfile_in(&out_dir)
-        .with_context(|| format!("creating a temporary file in {}", out_dir.display()))?;
-    cleanup::register(tmp.path());
+    // The image, under a temporary name, once its allocation is known to fit.
+    let table = gpt::table_writes(layout, &guids)?;
+    let writes = planned_writes(&table, &staged)?;
+    output::check_writes(lock.dir(), output, &writes, format, layout.disk_size)?;
+    let tmp = lock.partial_file()?;
     let mut data_bytes = 0;
     {
         let mut w = emit::create(tmp.path(), format, layout.disk_size)?;
-        for (off, bytes) in gpt::table_writes(layout, &guids)? {
+        for (off, bytes) in table {
             w.write_at(off, &bytes)?;
         }
         for s in &staged {
@@ -272,6 +266,7 @@ pub fn compose_contents_with(
         .map_err(|e| e.error)
         .with_context(|| format!("renaming the verified image to {}", output.display()))?;
     cleanup::forget(&tmp_path);
+    drop(lock);
     Ok(Summary {
         output: output.to_path_buf(),
         format,
@@ -284,6 +279,36 @@ pub fn compose_contents_with(
             (t3 - t2).as_secs_f64(),
         ),
     })
+}
+
+/// Every byte range the image will be written with (table, metadata, zeros, file data), for
+/// the free-space check.
+fn planned_writes(table: &[(u64, Vec<u8>)], staged: &[Staged]) -> Result<output::Writes> {
+    let mut p = output::Writes::default();
+    for (off, bytes) in table {
+        p.data(*off, bytes.len() as u64);
+    }
+    for s in staged {
+        match s {
+            Staged::Xfs { offset, built, .. } => {
+                for &(at, len) in &built.metadata {
+                    p.data(offset + at, len);
+                }
+                for &(at, len) in &built.zeros {
+                    p.zeros(offset + at, len);
+                }
+                for r in built.fills.values().flat_map(|f| &f.runs) {
+                    p.data(offset + r.part_offset, r.len);
+                }
+            }
+            Staged::Vfat { offset, file } => {
+                for (at, len) in crate::compose::diskio::data_ranges(file)? {
+                    p.data(offset + at, len);
+                }
+            }
+        }
+    }
+    Ok(p)
 }
 
 /// Copies byte ranges of a partition file into the image at `offset`.

@@ -95,6 +95,11 @@ pub fn log_blocks(bytes: u64, opts: &XfsOptions) -> u64 {
     }
 }
 
+/// Bytes of the log mkfs.xfs makes in a filesystem of `bytes` with these options.
+pub fn log_bytes(bytes: u64, opts: &XfsOptions) -> u64 {
+    log_blocks(bytes, opts) * BLOCK
+}
+
 /// Blocks of allocation-group headers and free-space btree roots mkfs.xfs takes.
 pub fn overhead_blocks(bytes: u64, opts: &XfsOptions) -> u64 {
     let agcount = opts

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use super::connect::{self, Connection, Settings};
 use super::progress::{self, Progress};
 use super::pull::{self, Request};
-use super::store::Store;
+use super::store::{self, Store};
 
 /// `prestage pull` arguments.
 #[derive(Args, Debug)]
@@ -59,7 +59,8 @@ pub struct RegistryArgs {
     #[arg(long, value_name = "HOST[:PORT]")]
     pub insecure_registry: Vec<String>,
     /// registries.conf with mirrors (default: CONTAINERS_REGISTRIES_CONF,
-    /// ~/.config/containers/registries.conf, /etc/containers/registries.conf).
+    /// ~/.config/containers/registries.conf, /etc/containers/registries.conf), read with the
+    /// `*.conf` drop-ins of the `.d` directory beside it.
     #[arg(long, value_name = "FILE")]
     pub registries_conf: Option<PathBuf>,
     /// Attempts per download before a transient failure becomes fatal.
@@ -157,7 +158,21 @@ pub fn store(cmd: StoreCommand) -> Result<()> {
         StoreCommand::Verify { store } => {
             let dir = connect::existing_store(store.as_deref())?;
             let s = Store::open(&dir)?;
+            let partials = s.partials()?;
             let r = s.verify()?;
+            let (dead, live): (Vec<_>, Vec<_>) = partials.iter().partition(|p| !p.live);
+            if !partials.is_empty() {
+                let bytes = |v: &[&store::Partial]| progress::size(v.iter().map(|p| p.bytes).sum());
+                println!(
+                    "{}: tmp/: {} partial blob(s) of interrupted pulls ({}; `prestage store \
+                     prune` removes them), {} being written by a running pull ({})",
+                    dir.display(),
+                    dead.len(),
+                    bytes(&dead),
+                    live.len(),
+                    bytes(&live)
+                );
+            }
             for p in &r.problems {
                 eprintln!("{}: {p}", dir.display());
             }
@@ -180,7 +195,34 @@ pub fn store(cmd: StoreCommand) -> Result<()> {
         }
         StoreCommand::Prune { store } => {
             let dir = connect::existing_store(store.as_deref())?;
-            let s = Store::open_exclusive(&dir)?;
+            // Dead partial blobs go at once, even while pulls run; blobs and manifests only
+            // under the exclusive lock, when no pull runs.
+            let s = Store::open(&dir)?;
+            let swept = s.remove_dead_partials()?;
+            if !swept.removed.is_empty() {
+                let names: Vec<String> = swept
+                    .removed
+                    .iter()
+                    .map(|(p, n)| {
+                        let name = p.file_name().unwrap_or_default().to_string_lossy();
+                        format!("tmp/{name} ({})", progress::size(*n))
+                    })
+                    .collect();
+                println!(
+                    "{}: removed {} partial blob(s) of interrupted pulls: {}",
+                    dir.display(),
+                    swept.removed.len(),
+                    names.join(", ")
+                );
+            }
+            s.lock_exclusive(|| {
+                eprintln!(
+                    "{}: waiting for running pulls to end before pruning blobs and manifests \
+                     ({} partial blob(s) they are writing left alone)",
+                    dir.display(),
+                    swept.live
+                )
+            })?;
             let r = s.prune()?;
             println!(
                 "{}: removed {} files ({}), kept {}",

@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use super::auth::AuthConfig;
+use super::http::{HttpClient, Timeouts};
 use super::mirrors::RegistriesConf;
+use super::proxy::ProxyConfig;
 use super::pull::{PullOptions, Request};
 use super::registry::{ClientSettings, Registries};
 use super::retry::RetryPolicy;
@@ -56,6 +58,7 @@ impl Default for Settings {
 pub struct Connection {
     auth: AuthConfig,
     mirrors: RegistriesConf,
+    proxies: ProxyConfig,
     cert_dirs: Vec<PathBuf>,
     insecure: Vec<String>,
     retries: u32,
@@ -89,6 +92,7 @@ impl Settings {
         Ok(Connection {
             auth: AuthConfig::load(self.authfile.as_deref())?,
             mirrors: RegistriesConf::load(self.registries_conf.as_deref())?,
+            proxies: ProxyConfig::from_env()?,
             cert_dirs: self.cert_dirs.clone(),
             insecure: self.insecure.clone(),
             retries: self.retries,
@@ -99,14 +103,23 @@ impl Settings {
 }
 
 impl Connection {
-    /// TLS for another HTTPS service (`host[:port]`, e.g. an update service), with the same
-    /// certificate directories and insecure list as the registries.
-    pub fn tls_config(&self, host: &str) -> Result<std::sync::Arc<rustls::ClientConfig>> {
-        TlsSettings {
+    /// An HTTP client for another service (`host[:port]`, e.g. an update service), with the
+    /// same certificate directories, insecure list and proxies as the registries.
+    pub fn http(&self, host: &str) -> Result<HttpClient> {
+        let tls = TlsSettings {
             cert_dirs: self.cert_dirs.clone(),
             system_dirs: true,
         }
-        .client_config(host, self.insecure.iter().any(|h| h == host))
+        .client_config(host, self.insecure.iter().any(|h| h == host))?;
+        Ok(HttpClient::new(
+            tls,
+            self.proxies.clone(),
+            Timeouts {
+                connect: Duration::from_secs(30),
+                io: Duration::from_secs(120),
+                connections: 1,
+            },
+        ))
     }
 
     /// Pull options for `requests`.
@@ -117,6 +130,7 @@ impl Connection {
                 cert_dirs: self.cert_dirs.clone(),
                 system_dirs: true,
             },
+            proxies: self.proxies.clone(),
             insecure: self.insecure.iter().cloned().collect(),
             connect_timeout: Duration::from_secs(30),
             io_timeout: Duration::from_secs(120),

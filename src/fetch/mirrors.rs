@@ -1,12 +1,22 @@
 //! Mirrors from a registries.conf (containers v2 TOML): `[[registry]]` entries with `prefix`,
 //! `location`, `insecure`, `blocked`, `mirror-by-digest-only` and `[[registry.mirror]]` entries
-//! with `location`, `insecure` and `pull-from-mirror` (`all`, `digest-only`, `tag-only`).
+//! with `location`, `insecure` and `pull-from-mirror` (`all`, `digest-only`, `tag-only`; not
+//! together with `mirror-by-digest-only`, as in containers/image).
+//!
+//! Drop-ins as containers-registries.conf.d(5) has them: the `*.conf` files of the `.d`
+//! directory next to the main file are read in name order after it (for the system file
+//! `/etc/containers/registries.conf.d`, then `~/.config/containers/registries.conf.d`; for the
+//! user file `~/.config/containers/registries.conf` only its own; for a file given with
+//! `--registries-conf` or `CONTAINERS_REGISTRIES_CONF`, `FILE.d`). A `[[registry]]` of a later
+//! file replaces the one with the same prefix; other entries add up.
 //!
 //! A reference matching a prefix (the longest wins; `*.domain` matches hosts) is rewritten onto
 //! each applicable mirror, then onto the entry's location: the sources are tried in that order,
 //! a failing mirror falling back to the next. Digest-only mirrors (as an ImageDigestMirrorSet
 //! produces) serve only digest-pinned references, and content from them is verified against the
-//! pinned digest like any other.
+//! pinned digest like any other. A `blocked` registry is never contacted: references to it are
+//! refused with the file that blocks it named, unless a mirror that is not itself blocked
+//! serves them (as containers/image checks each source it tries).
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +30,8 @@ use super::reference::ImageRef;
 struct RawConf {
     #[serde(default)]
     registry: Vec<RawRegistry>,
+    /// The v1 format's `[registries.search]`, `[registries.insecure]`, `[registries.block]`.
+    registries: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -35,6 +47,7 @@ struct RawRegistry {
     mirror_by_digest_only: bool,
     #[serde(default)]
     mirror: Vec<RawMirror>,
+    pull_from_mirror: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -81,14 +94,16 @@ pub struct RegistryEntry {
     pub blocked: bool,
     /// Mirrors, tried in order before the location.
     pub mirrors: Vec<Mirror>,
+    /// The file it came from.
+    pub file: PathBuf,
 }
 
-/// Parsed registries.conf.
+/// Parsed registries.conf (with its drop-ins).
 #[derive(Clone, Debug, Default)]
 pub struct RegistriesConf {
-    /// Where it came from.
-    pub path: Option<PathBuf>,
-    /// The entries.
+    /// The files read, in order.
+    pub files: Vec<PathBuf>,
+    /// The entries, by prefix.
     pub registries: Vec<RegistryEntry>,
 }
 
@@ -101,6 +116,47 @@ pub struct Endpoint {
     pub insecure: bool,
     /// Whether it is a mirror.
     pub mirror: bool,
+}
+
+/// `[[registry]]` entries from the v1 format's `registries.insecure` and `registries.block`
+/// lists (`registries.search` only concerns short names, which prestage does not resolve).
+fn v1_registries(path: &Path, v1: &toml::Value) -> Result<Vec<RawRegistry>> {
+    let mut out: Vec<RawRegistry> = Vec::new();
+    for (table, insecure, blocked) in [("insecure", true, false), ("block", false, true)] {
+        let Some(list) = v1.get(table).and_then(|t| t.get("registries")) else {
+            continue;
+        };
+        let Some(list) = list.as_array() else {
+            bail!(
+                "{}: registries.{table}.registries: expected a list of registries",
+                path.display()
+            );
+        };
+        for (i, r) in list.iter().enumerate() {
+            let Some(loc) = r.as_str() else {
+                bail!(
+                    "{}: registries.{table}.registries[{i}]: expected a string",
+                    path.display()
+                );
+            };
+            match out.iter_mut().find(|e| e.location.as_deref() == Some(loc)) {
+                Some(e) => {
+                    e.insecure |= insecure;
+                    e.blocked |= blocked;
+                }
+                None => out.push(RawRegistry {
+                    prefix: None,
+                    location: Some(loc.to_string()),
+                    insecure,
+                    blocked,
+                    mirror_by_digest_only: false,
+                    mirror: Vec::new(),
+                    pull_from_mirror: None,
+                }),
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -124,40 +180,102 @@ fn check_location(path: &Path, field: &str, loc: &str) -> Result<()> {
 }
 
 impl RegistriesConf {
-    /// The registries.conf to use: `explicit`, else `CONTAINERS_REGISTRIES_CONF`, else
-    /// `~/.config/containers/registries.conf`, else `/etc/containers/registries.conf`, else none.
+    /// The registries.conf to use and its drop-in directories: `explicit`, else
+    /// `CONTAINERS_REGISTRIES_CONF`, else `~/.config/containers/registries.conf`, else
+    /// `/etc/containers/registries.conf` (which may be missing).
     pub fn load(explicit: Option<&Path>) -> Result<RegistriesConf> {
-        let path = match explicit {
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from);
+        let user_dir = home
+            .as_ref()
+            .map(|h| h.join(".config/containers/registries.conf.d"));
+        let with_d = |p: &Path| {
+            let mut d = p.as_os_str().to_owned();
+            d.push(".d");
+            PathBuf::from(d)
+        };
+        let (main, dirs): (Option<PathBuf>, Vec<PathBuf>) = match explicit {
             Some(p) => {
                 if !p.is_file() {
                     bail!("--registries-conf {}: no such file", p.display());
                 }
-                Some(p.to_path_buf())
+                (Some(p.to_path_buf()), vec![with_d(p)])
             }
             None => {
-                let mut c = Vec::new();
-                if let Some(p) = std::env::var_os("CONTAINERS_REGISTRIES_CONF") {
-                    c.push(PathBuf::from(p));
+                match std::env::var_os("CONTAINERS_REGISTRIES_CONF").filter(|p| !p.is_empty()) {
+                    Some(p) => {
+                        let p = PathBuf::from(p);
+                        if !p.is_file() {
+                            bail!("CONTAINERS_REGISTRIES_CONF {}: no such file", p.display());
+                        }
+                        let d = with_d(&p);
+                        (Some(p), vec![d])
+                    }
+                    None => {
+                        let user = home
+                            .as_ref()
+                            .map(|h| h.join(".config/containers/registries.conf"))
+                            .filter(|p| p.is_file());
+                        match user {
+                            Some(u) => (Some(u), user_dir.into_iter().collect()),
+                            None => {
+                                let system = PathBuf::from("/etc/containers/registries.conf");
+                                let mut dirs =
+                                    vec![PathBuf::from("/etc/containers/registries.conf.d")];
+                                dirs.extend(user_dir);
+                                (system.is_file().then_some(system), dirs)
+                            }
+                        }
+                    }
                 }
-                if let Some(h) = std::env::var_os("HOME") {
-                    c.push(PathBuf::from(h).join(".config/containers/registries.conf"));
-                }
-                c.push(PathBuf::from("/etc/containers/registries.conf"));
-                c.into_iter().find(|p| p.is_file())
             }
         };
-        match path {
-            Some(p) => {
-                let text = std::fs::read_to_string(&p)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-                RegistriesConf::parse(&p, &text)
-            }
-            None => Ok(RegistriesConf::default()),
+        let mut files: Vec<PathBuf> = main.into_iter().collect();
+        for d in dirs {
+            let rd = match std::fs::read_dir(&d) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => bail!("{}: {e}", d.display()),
+            };
+            let mut drop_ins: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "conf") && p.is_file())
+                .collect();
+            drop_ins.sort();
+            files.extend(drop_ins);
         }
+        let mut conf = RegistriesConf::default();
+        for f in files {
+            let text =
+                std::fs::read_to_string(&f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+            conf.merge(RegistriesConf::parse(&f, &text)?);
+        }
+        Ok(conf)
+    }
+
+    /// Adds a later file: its entries replace those with the same prefix.
+    pub fn merge(&mut self, later: RegistriesConf) {
+        self.files.extend(later.files);
+        for r in later.registries {
+            match self.registries.iter_mut().find(|e| e.prefix == r.prefix) {
+                Some(e) => *e = r,
+                None => self.registries.push(r),
+            }
+        }
+        self.registries.sort_by(|a, b| a.prefix.cmp(&b.prefix));
     }
 
     /// Parses registries.conf text; errors name the file, line or field, and the problem.
     pub fn parse(path: &Path, text: &str) -> Result<RegistriesConf> {
+        let is_drop_in = path
+            .parent()
+            .and_then(|d| d.extension())
+            .is_some_and(|x| x == "d");
+        RegistriesConf::parse_file(path, text, is_drop_in)
+    }
+
+    fn parse_file(path: &Path, text: &str, drop_in: bool) -> Result<RegistriesConf> {
         let raw: RawConf = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
             anyhow::anyhow!(
@@ -166,9 +284,32 @@ impl RegistriesConf {
                 e.message().lines().next().unwrap_or("invalid TOML")
             )
         })?;
-        let mut registries = Vec::new();
-        for (i, r) in raw.registry.into_iter().enumerate() {
+        let mut raw_registries = raw.registry;
+        if let Some(v1) = &raw.registries {
+            if drop_in || !raw_registries.is_empty() {
+                bail!(
+                    "{}: registries: the v1 format ([registries.search], [registries.insecure], \
+                     [registries.block]) is not supported {}; use [[registry]] tables",
+                    path.display(),
+                    if drop_in {
+                        "in drop-ins"
+                    } else {
+                        "together with [[registry]]"
+                    }
+                );
+            }
+            raw_registries = v1_registries(path, v1)?;
+        }
+        let mut registries: Vec<RegistryEntry> = Vec::new();
+        for (i, r) in raw_registries.into_iter().enumerate() {
             let field = |f: &str| format!("registry[{i}].{f}");
+            if r.pull_from_mirror.is_some() {
+                bail!(
+                    "{}: {}: only mirrors have pull-from-mirror",
+                    path.display(),
+                    field("pull-from-mirror")
+                );
+            }
             let prefix = r
                 .prefix
                 .clone()
@@ -215,7 +356,14 @@ impl RegistriesConf {
                         mfield("pull-from-mirror")
                     ),
                 };
-                let pull_from = if r.mirror_by_digest_only && pull_from == PullFrom::All {
+                if r.mirror_by_digest_only && m.pull_from_mirror.is_some() {
+                    bail!(
+                        "{}: {}: not allowed with the registry's mirror-by-digest-only",
+                        path.display(),
+                        mfield("pull-from-mirror")
+                    );
+                }
+                let pull_from = if r.mirror_by_digest_only {
                     PullFrom::DigestOnly
                 } else {
                     pull_from
@@ -226,16 +374,40 @@ impl RegistriesConf {
                     pull_from,
                 });
             }
+            // The same location named twice must agree on insecure and blocked.
+            if let Some(o) = registries
+                .iter()
+                .find(|o| o.location == location && !location.starts_with("*."))
+            {
+                for (what, a, b) in [
+                    ("insecure", o.insecure, r.insecure),
+                    ("blocked", o.blocked, r.blocked),
+                ] {
+                    if a != b {
+                        bail!(
+                            "{}: {}: `{location}` is also a registry with {what} = {a}",
+                            path.display(),
+                            field(what)
+                        );
+                    }
+                }
+            }
+            // The first entry of a prefix wins, as in containers/image.
+            if registries.iter().any(|o| o.prefix == prefix) {
+                continue;
+            }
             registries.push(RegistryEntry {
                 prefix,
                 location,
                 insecure: r.insecure,
                 blocked: r.blocked,
                 mirrors,
+                file: path.to_path_buf(),
             });
         }
+        registries.sort_by(|a, b| a.prefix.cmp(&b.prefix));
         Ok(RegistriesConf {
-            path: Some(path.to_path_buf()),
+            files: vec![path.to_path_buf()],
             registries,
         })
     }
@@ -257,6 +429,11 @@ impl RegistriesConf {
                 }
             })
             .max_by_key(|(r, n)| (*n, r.prefix.len()))
+    }
+
+    /// The blocked entry matching `image`, if any.
+    fn blocking(&self, image: &ImageRef) -> Option<&RegistryEntry> {
+        self.matching(image).map(|(e, _)| e).filter(|e| e.blocked)
     }
 
     /// The places to try for `image`, in order: applicable mirrors, then the (rewritten)
@@ -286,36 +463,43 @@ impl RegistriesConf {
                 PullFrom::DigestOnly => image.digest.is_some(),
                 PullFrom::TagOnly => image.digest.is_none(),
             };
-            if applies {
-                v.push(Endpoint {
-                    image: rewrite(&m.location)?,
-                    insecure: m.insecure,
-                    mirror: true,
-                });
+            if !applies {
+                continue;
             }
-        }
-        if entry.blocked {
-            if v.is_empty() {
-                bail!(
-                    "{image}: registry `{}` is blocked in {}",
-                    entry.prefix,
-                    self.path
-                        .as_deref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default()
-                );
+            let mirrored = rewrite(&m.location)?;
+            // A mirror that is itself a blocked registry is skipped.
+            if self.blocking(&mirrored).is_some() {
+                continue;
             }
-        } else {
-            let location = if entry.prefix.starts_with("*.") {
-                image.registry.clone()
-            } else {
-                entry.location.clone()
-            };
             v.push(Endpoint {
-                image: rewrite(&location)?,
+                image: mirrored,
+                insecure: m.insecure,
+                mirror: true,
+            });
+        }
+        let location = if entry.prefix.starts_with("*.") {
+            image.registry.clone()
+        } else {
+            entry.location.clone()
+        };
+        let primary = rewrite(&location)?;
+        match self.blocking(&primary).or(entry.blocked.then_some(entry)) {
+            Some(b) if v.is_empty() => bail!(
+                "{image}: registry `{}` is blocked in {}{}",
+                b.prefix,
+                b.file.display(),
+                if entry.mirrors.is_empty() {
+                    ""
+                } else {
+                    " and none of its mirrors applies"
+                }
+            ),
+            Some(_) => {}
+            None => v.push(Endpoint {
+                image: primary,
                 insecure: entry.insecure,
                 mirror: false,
-            });
+            }),
         }
         Ok(v)
     }
@@ -383,5 +567,122 @@ pull-from-mirror = "all"
         .unwrap_err()
         .to_string();
         assert!(e.contains("registry[0].mirror[0].pull-from-mirror"), "{e}");
+    }
+
+    #[test]
+    fn drop_ins_in_order_and_blocked_registries() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("registries.conf");
+        let d = dir.path().join("registries.conf.d");
+        std::fs::create_dir_all(d.join("sub.conf")).unwrap();
+        std::fs::write(
+            &main,
+            "[[registry]]\nlocation = \"quay.io\"\n[[registry.mirror]]\nlocation = \"m1.local\"\n\
+             [[registry]]\nlocation = \"blocked.io\"\nblocked = true\n\
+             [[registry]]\nlocation = \"old.io\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("20-b.conf"),
+            "[[registry]]\nlocation = \"new.io\"\nblocked = true\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("10-a.conf"),
+            "[[registry]]\nlocation = \"quay.io\"\n[[registry.mirror]]\nlocation = \"m2.local\"\n\
+             [[registry]]\nlocation = \"new.io\"\n[[registry.mirror]]\nlocation = \"blocked.io/n\"\n\
+             [[registry]]\nprefix = \"mirrored-blocked.io\"\nlocation = \"mirrored-blocked.io\"\nblocked = true\n\
+             [[registry.mirror]]\nlocation = \"ok.local/x\"\npull-from-mirror = \"digest-only\"\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("README"), "not toml [[[").unwrap();
+        let conf = RegistriesConf::load(Some(&main)).unwrap();
+        assert_eq!(
+            conf.files,
+            vec![main.clone(), d.join("10-a.conf"), d.join("20-b.conf")]
+        );
+        let ends = |r: &str| {
+            conf.endpoints(&ImageRef::parse(r).unwrap())
+                .map(|v| v.iter().map(|e| e.image.to_string()).collect::<Vec<_>>())
+                .map_err(|e| e.to_string())
+        };
+        // 10-a.conf's quay.io replaces the main file's: m2 only.
+        assert_eq!(
+            ends("quay.io/a/b:1").unwrap(),
+            vec!["m2.local/a/b:1", "quay.io/a/b:1"]
+        );
+        assert_eq!(ends("old.io/a:1").unwrap(), vec!["old.io/a:1"]);
+        let e = ends("blocked.io/a:1").unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "blocked.io/a:1: registry `blocked.io` is blocked in {}",
+                main.display()
+            )
+        );
+        // 20-b.conf replaces 10-a.conf's new.io (and its mirror, itself blocked anyway).
+        let e = ends("new.io/a:1").unwrap_err();
+        assert!(
+            e.contains(&format!("is blocked in {}", d.join("20-b.conf").display())),
+            "{e}"
+        );
+        // A blocked registry's mirror serves what it applies to; the rest is refused.
+        assert_eq!(
+            ends(&format!("mirrored-blocked.io/p@{D}")).unwrap(),
+            vec![format!("ok.local/x/p@{D}")]
+        );
+        let e = ends("mirrored-blocked.io/p:1").unwrap_err();
+        assert!(e.ends_with("and none of its mirrors applies"), "{e}");
+    }
+
+    #[test]
+    fn refused_combinations() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("r.conf");
+        let d = dir.path().join("r.conf.d");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(&main, "").unwrap();
+        std::fs::write(
+            d.join("v1.conf"),
+            "[registries.search]\nregistries = [\"quay.io\"]\n",
+        )
+        .unwrap();
+        let e = RegistriesConf::load(Some(&main)).unwrap_err().to_string();
+        assert!(
+            e.contains("v1.conf: registries: the v1 format") && e.contains("drop-ins"),
+            "{e}"
+        );
+        std::fs::remove_file(d.join("v1.conf")).unwrap();
+        // The main file may be v1: block and insecure lists.
+        std::fs::write(&main, "[registries.block]\nregistries = [\"bad.io\"]\n[registries.insecure]\nregistries = [\"lab.local:5000\"]\n").unwrap();
+        let c = RegistriesConf::load(Some(&main)).unwrap();
+        let e = c
+            .endpoints(&ImageRef::parse("bad.io/x:1").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("registry `bad.io` is blocked"), "{e}");
+        assert!(
+            c.endpoints(&ImageRef::parse("lab.local:5000/x:1").unwrap())
+                .unwrap()[0]
+                .insecure
+        );
+        for (text, want) in [
+            (
+                "[[registry]]\nlocation = \"q.io\"\nmirror-by-digest-only = true\n[[registry.mirror]]\nlocation = \"m.io\"\npull-from-mirror = \"tag-only\"\n",
+                "registry[0].mirror[0].pull-from-mirror: not allowed with the registry's mirror-by-digest-only",
+            ),
+            (
+                "[[registry]]\nlocation = \"q.io\"\npull-from-mirror = \"all\"\n",
+                "registry[0].pull-from-mirror: only mirrors have pull-from-mirror",
+            ),
+            (
+                "[[registry]]\nprefix = \"q.io/a\"\nlocation = \"q.io\"\n[[registry]]\nprefix = \"q.io/b\"\nlocation = \"q.io\"\nblocked = true\n",
+                "registry[1].blocked: `q.io` is also a registry with blocked = false",
+            ),
+        ] {
+            std::fs::write(&main, text).unwrap();
+            let e = RegistriesConf::load(Some(&main)).unwrap_err().to_string();
+            assert_eq!(e, format!("{}: {want}", main.display()));
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The registry client (distribution API v2 over HTTP/1.1, with ureq and rustls): manifests by tag
 //! or digest with every supported kind in `Accept`, blobs streamed straight into the store with
 //! HTTP Range resume, and auth (Basic, or bearer tokens from the registry's token service,
-//! authenticated with the pull secret's credentials).
+//! authenticated with the pull secret's credentials, or obtained with an identity token through
+//! the OAuth2 refresh-token grant), through the environment's proxies ([`super::http`]).
 //!
 //! A direct client rather than a higher-level crate: resuming a blob with Range from the bytes
 //! already on disk, honouring `Retry-After`, counting bytes as they arrive and classifying each
@@ -15,10 +16,12 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Deserialize;
 
-use super::auth::{AuthConfig, Secret};
+use super::auth::{AuthConfig, Credentials, Secret};
 use super::digest::Digest;
+use super::http::{HttpClient, Timeouts};
 use super::manifest::{Descriptor, ACCEPT};
 use super::progress::Progress;
+use super::proxy::ProxyConfig;
 use super::reference::{ImageRef, DOCKER_HUB};
 use super::retry::{parse_retry_after, Failure};
 use super::source::{FetchedManifest, Source};
@@ -35,6 +38,8 @@ pub struct ClientSettings {
     pub auth: AuthConfig,
     /// Certificates.
     pub tls: TlsSettings,
+    /// Proxies.
+    pub proxies: ProxyConfig,
     /// Registries (`host[:port]`) whose TLS is not verified and that may be plain HTTP.
     pub insecure: HashSet<String>,
     /// Connect timeout.
@@ -70,18 +75,17 @@ impl Registries {
             return Ok(h.clone());
         }
         let tls = self.settings.tls.client_config(registry, insecure)?;
-        let agent = ureq::AgentBuilder::new()
-            .tls_config(tls)
-            .timeout_connect(self.settings.connect_timeout)
-            .timeout_read(self.settings.io_timeout)
-            .timeout_write(self.settings.io_timeout)
-            .max_idle_connections_per_host(self.settings.connections.max(1))
-            .redirects(5)
-            // Blob GETs are often redirected to storage (a CDN, S3): credentials follow only a
-            // redirect to the same host over https.
-            .redirect_auth_headers(ureq::RedirectAuthHeaders::SameHost)
-            .user_agent(concat!("prestage/", env!("CARGO_PKG_VERSION")))
-            .build();
+        // Blob GETs are often redirected to storage (a CDN, S3): the client follows them, each
+        // hop with its own proxy route, credentials only to the same host over https.
+        let http = HttpClient::new(
+            tls,
+            self.settings.proxies.clone(),
+            Timeouts {
+                connect: self.settings.connect_timeout,
+                io: self.settings.io_timeout,
+                connections: self.settings.connections,
+            },
+        );
         let api = if registry == DOCKER_HUB {
             "registry-1.docker.io".to_string()
         } else {
@@ -90,7 +94,7 @@ impl Registries {
         let h = Arc::new(Host {
             registry: registry.to_string(),
             api,
-            agent,
+            http,
             insecure,
             scheme: Mutex::new(None),
             auth: self.settings.auth.clone(),
@@ -101,11 +105,11 @@ impl Registries {
     }
 }
 
-/// One registry host: its HTTP agent, scheme and per-repository auth headers.
+/// One registry host: its HTTP client, scheme and per-repository auth headers.
 pub struct Host {
     registry: String,
     api: String,
-    agent: ureq::Agent,
+    http: HttpClient,
     insecure: bool,
     scheme: Mutex<Option<&'static str>>,
     auth: AuthConfig,
@@ -189,8 +193,22 @@ fn status_failure(what: &str, code: u16, resp: ureq::Response) -> Failure {
     }
 }
 
-fn transport_failure(what: &str, t: &ureq::Transport) -> Failure {
-    let msg = t.to_string();
+fn transport_failure(what: &str, t: &ureq::Transport, route: &str) -> Failure {
+    let msg = format!("{t}{route}");
+    if t.kind() == ureq::ErrorKind::ProxyUnauthorized {
+        return Failure::Permanent(format!("{what}: {msg}"));
+    }
+    if msg.contains("CertificateRequired") || msg.contains("BadCertificate") {
+        return Failure::Permanent(format!(
+            "{what}: the registry refused the connection for want of a client certificate              ({msg}); put client.cert and client.key in --cert-dir DIR/HOST:PORT/ or              /etc/containers/certs.d/HOST:PORT/"
+        ));
+    }
+    if msg.contains("not valid for name") {
+        return Failure::Permanent(format!(
+            "{what}: the registry's TLS certificate is not valid for the name used ({msg}); \
+             use a name the certificate holds"
+        ));
+    }
     if msg.contains("certificate") || msg.contains("UnknownIssuer") {
         return Failure::Permanent(format!(
             "{what}: TLS certificate not trusted ({msg}); put the registry's CA in \
@@ -217,14 +235,15 @@ impl Host {
         headers: &[(&str, &str)],
         auth: Option<&Secret>,
     ) -> Result<ureq::Response, Box<ureq::Error>> {
-        let mut req = self.agent.get(url);
-        for (k, v) in headers {
-            req = req.set(k, v);
+        match url::Url::parse(url) {
+            Ok(u) => self.http.get(&u, headers, auth),
+            // Repository names are checked by the reference grammar: ureq reports the rest.
+            Err(_) => ureq::get(url).call().map_err(Box::new),
         }
-        if let Some(a) = auth {
-            req = req.set("Authorization", a.expose());
-        }
-        req.call().map_err(Box::new)
+    }
+
+    fn transport(&self, what: &str, t: &ureq::Transport) -> Failure {
+        transport_failure(what, t, &self.http.route(t.url()))
     }
 
     /// One request, choosing the scheme (https; http too for insecure registries).
@@ -267,9 +286,17 @@ impl Host {
         }
     }
 
-    /// Answers an auth challenge: a bearer token from the realm, or Basic credentials.
+    /// The credentials for `repo`; a credential helper's failure is permanent.
+    fn credentials(&self, repo: &str, what: &str) -> Result<Option<Credentials>, Failure> {
+        self.auth
+            .lookup(&self.registry, repo)
+            .map_err(|e| Failure::Permanent(format!("{what}: {e}")))
+    }
+
+    /// Answers an auth challenge: a bearer token from the realm (for credentials, or in exchange
+    /// for an identity token), or Basic credentials.
     fn authorize(&self, repo: &str, challenge: &str, what: &str) -> Result<Secret, Failure> {
-        let creds = self.auth.lookup(&self.registry, repo);
+        let creds = self.credentials(repo, what)?;
         let (scheme, params) = parse_challenge(challenge);
         let no_creds = || {
             Failure::Permanent(format!(
@@ -280,31 +307,66 @@ impl Host {
             ))
         };
         match scheme.as_str() {
-            "basic" => creds.map(|c| c.basic_header()).ok_or_else(no_creds),
+            "basic" => match &creds {
+                Some(c) if c.has_password() => Ok(c.basic_header()),
+                Some(c) => Err(Failure::Permanent(format!(
+                    "{what}: {} asks for a user name and password, but the credentials for it \
+                     are {}",
+                    self.registry,
+                    c.describe()
+                ))),
+                None => Err(no_creds()),
+            },
             "bearer" => {
                 let Some(realm) = params.get("realm") else {
                     return Err(Failure::Permanent(format!(
                         "{what}: bearer challenge without a realm"
                     )));
                 };
+                let Ok(mut url) = url::Url::parse(realm) else {
+                    return Err(Failure::Permanent(format!(
+                        "{what}: the bearer challenge's realm `{realm}` is not a URL"
+                    )));
+                };
                 let scope = format!("repository:{repo}:pull");
-                let mut req = self.agent.get(realm).query("scope", &scope);
-                if let Some(service) = params.get("service") {
-                    req = req.query("service", service);
-                }
-                if let Some(c) = creds {
-                    req = req.set("Authorization", c.basic_header().expose());
-                }
-                let resp = match req.call() {
+                let refresh = creds.as_ref().and_then(|c| c.identity_token.as_ref());
+                let result = match refresh {
+                    // The OAuth2 refresh-token grant (distribution's token spec), in a POST body.
+                    Some(token) => {
+                        let mut form = vec![
+                            ("grant_type", "refresh_token"),
+                            ("refresh_token", token.expose()),
+                            ("client_id", "prestage"),
+                            ("scope", scope.as_str()),
+                        ];
+                        if let Some(service) = params.get("service") {
+                            form.push(("service", service));
+                        }
+                        self.http.post_form(&url, &form)
+                    }
+                    None => {
+                        {
+                            let mut q = url.query_pairs_mut();
+                            q.append_pair("scope", &scope);
+                            if let Some(service) = params.get("service") {
+                                q.append_pair("service", service);
+                            }
+                        }
+                        let basic = creds
+                            .as_ref()
+                            .filter(|c| c.has_password())
+                            .map(|c| c.basic_header());
+                        self.http.get(&url, &[], basic.as_ref())
+                    }
+                };
+                let resp = match result.map_err(|e| *e) {
                     Ok(r) => r,
-                    Err(ureq::Error::Status(401 | 403, _)) => {
-                        return Err(match creds {
+                    Err(ureq::Error::Status(400 | 401 | 403, _)) => {
+                        return Err(match &creds {
                             Some(c) => Failure::Permanent(format!(
-                                "{what}: the token service of {} rejected the credentials of \
-                                 user `{}` (from {})",
+                                "{what}: the token service of {} rejected {}",
                                 self.registry,
-                                c.username,
-                                c.source.display()
+                                c.describe()
                             )),
                             None => no_creds(),
                         })
@@ -313,7 +375,7 @@ impl Host {
                         return Err(status_failure(&format!("{what}: token"), code, r))
                     }
                     Err(ureq::Error::Transport(t)) => {
-                        return Err(transport_failure(&format!("{what}: token"), &t))
+                        return Err(self.transport(&format!("{what}: token"), &t))
                     }
                 };
                 let mut body = Vec::new();
@@ -375,12 +437,8 @@ impl Host {
                     if round == 1
                         || (sent_basic && challenge.to_ascii_lowercase().starts_with("basic"))
                     {
-                        let who = match self.auth.lookup(&self.registry, repo) {
-                            Some(c) => format!(
-                                "credentials of user `{}` (from {}) rejected",
-                                c.username,
-                                c.source.display()
-                            ),
+                        let who = match self.credentials(repo, what)? {
+                            Some(c) => format!("{} rejected", c.describe()),
                             None => "no credentials".to_string(),
                         };
                         return Err(Failure::Permanent(format!(
@@ -393,7 +451,7 @@ impl Host {
                 Err(ureq::Error::Status(code, resp)) => {
                     return Err(status_failure(what, code, resp));
                 }
-                Err(ureq::Error::Transport(t)) => return Err(transport_failure(what, &t)),
+                Err(ureq::Error::Transport(t)) => return Err(self.transport(what, &t)),
             }
         }
         Err(Failure::Permanent(format!("{what}: authentication failed")))

@@ -16,6 +16,11 @@
 //! only when its digest matches, so a store never holds content under a wrong name. Two pulls
 //! may share a store: a blob being written is locked (flock on its `.part` file), and the other
 //! pull waits for it and then finds it present.
+//!
+//! That lock also tells a live partial blob from a dead one (its pull was killed): nobody holds
+//! a dead one's lock. `store verify` reports dead ones, `store prune` removes them while pulls
+//! run (a removed file is unlinked while locked, and a pull that was waiting on it starts over on
+//! a fresh file), and never touches a live one.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -130,6 +135,26 @@ pub struct VerifyReport {
     pub problems: Vec<String>,
 }
 
+/// A partial blob in `tmp/`.
+#[derive(Debug, Clone)]
+pub struct Partial {
+    /// Its path.
+    pub path: PathBuf,
+    /// Bytes received.
+    pub bytes: u64,
+    /// Whether a pull holds it (it is being written).
+    pub live: bool,
+}
+
+/// Result of [`Store::remove_dead_partials`].
+#[derive(Debug, Default)]
+pub struct Swept {
+    /// Dead partial blobs removed (each with its size).
+    pub removed: Vec<(PathBuf, u64)>,
+    /// Live partial blobs left alone.
+    pub live: usize,
+}
+
 /// Result of [`Store::prune`].
 #[derive(Debug, Default)]
 pub struct PruneReport {
@@ -188,6 +213,7 @@ impl PartialBlob {
         self.file
             .write_all(buf)
             .with_context(|| format!("writing {}", self.part.display()))?;
+        crate::testhook::wrote(buf.len() as u64);
         self.hasher.update(buf);
         self.len += buf.len() as u64;
         Ok(())
@@ -242,6 +268,46 @@ fn lock(path: &Path, exclusive: bool) -> Result<File> {
     };
     flock(&f, op).with_context(|| format!("locking {}", path.display()))?;
     Ok(f)
+}
+
+/// Locks the partial blob `part` (waiting while another pull holds it); `None` once the blob
+/// `dest` is present. When the file it waited on is gone (the other pull renamed it into place,
+/// or `prune` removed it as dead), it looks again.
+fn lock_partial(part: &Path, dest: &Path) -> Result<Option<File>> {
+    loop {
+        if dest.is_file() {
+            return Ok(None);
+        }
+        let f = lock(part, true)?;
+        if same_file(&f, part) {
+            return Ok(Some(f));
+        }
+    }
+}
+
+/// Whether `path` still names the open file `f`.
+fn same_file(f: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Tries the exclusive lock of a partial blob without waiting: `Some(file)` (locked) when no
+/// pull holds it, `None` when one does or the file is gone.
+fn try_lock_partial(path: &Path) -> Result<Option<File>> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    };
+    match flock(&f, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) if same_file(&f, path) => Ok(Some(f)),
+        Ok(()) => Ok(None),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
 }
 
 fn hash_file(path: &Path) -> Result<(Digest, u64)> {
@@ -312,6 +378,67 @@ impl Store {
         })
     }
 
+    /// Takes the exclusive lock in place of the shared one, calling `waiting` first when pulls
+    /// hold the store (the call then waits for them to end).
+    pub fn lock_exclusive(&self, waiting: impl FnOnce()) -> Result<()> {
+        let path = self.root.join("lock");
+        match flock(&self._lock, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::WOULDBLOCK) => waiting(),
+            Err(e) => return Err(e).with_context(|| format!("locking {}", path.display())),
+        }
+        flock(&self._lock, FlockOperation::LockExclusive)
+            .with_context(|| format!("locking {}", path.display()))
+    }
+
+    /// The partial blobs in `tmp/`, live (a pull writes them) or dead (their pull was killed).
+    pub fn partials(&self) -> Result<Vec<Partial>> {
+        let mut v = Vec::new();
+        for path in self.partial_paths()? {
+            let bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let live = try_lock_partial(&path)?.is_none();
+            if live && !path.exists() {
+                continue;
+            }
+            v.push(Partial { path, bytes, live });
+        }
+        Ok(v)
+    }
+
+    /// Removes the dead partial blobs of `tmp/`; a partial blob a pull holds is left alone.
+    pub fn remove_dead_partials(&self) -> Result<Swept> {
+        let mut swept = Swept::default();
+        for path in self.partial_paths()? {
+            match try_lock_partial(&path)? {
+                Some(f) => {
+                    let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+                    // Unlinked while locked: a pull waiting for it sees the path gone.
+                    fs::remove_file(&path)
+                        .with_context(|| format!("removing {}", path.display()))?;
+                    swept.removed.push((path, bytes));
+                }
+                None if path.exists() => swept.live += 1,
+                None => {}
+            }
+        }
+        Ok(swept)
+    }
+
+    fn partial_paths(&self) -> Result<Vec<PathBuf>> {
+        let tmp = self.root.join("tmp");
+        let mut v = Vec::new();
+        for e in fs::read_dir(&tmp).with_context(|| format!("reading {}", tmp.display()))? {
+            let p = e
+                .with_context(|| format!("reading {}", tmp.display()))?
+                .path();
+            if p.extension().is_some_and(|x| x == "part") {
+                v.push(p);
+            }
+        }
+        v.sort();
+        Ok(v)
+    }
+
     /// The store directory.
     pub fn root(&self) -> &Path {
         &self.root
@@ -373,8 +500,12 @@ impl Store {
             return Ok(Slot::Present);
         }
         let part = self.root.join("tmp").join(format!("{}.part", digest.hex()));
-        let mut file = lock(&part, true)?;
+        let Some(mut file) = lock_partial(&part, &self.blob_path(digest))? else {
+            return Ok(Slot::Present);
+        };
         if self.has_blob(digest) {
+            // Stored meanwhile: the partial file (locked, so no pull writes it) is of no use.
+            let _ = fs::remove_file(&part);
             return Ok(Slot::Present);
         }
         // The prefix already received (by an interrupted run) is hashed so the download can
@@ -547,8 +678,9 @@ impl Store {
         Ok(rep)
     }
 
-    /// Removes blobs and manifests no record needs, and leftover partial files. Needs the
-    /// exclusive lock ([`Store::open_exclusive`]).
+    /// Removes blobs and manifests no record needs, and leftover temporary files (never a
+    /// partial blob a pull holds). Needs the exclusive lock ([`Store::open_exclusive`] or
+    /// [`Store::lock_exclusive`]).
     pub fn prune(&self) -> Result<PruneReport> {
         let mut need_m = std::collections::HashSet::new();
         let mut need_b = std::collections::HashSet::new();
@@ -577,6 +709,15 @@ impl Store {
             let p = e
                 .with_context(|| format!("reading {}", tmp.display()))?
                 .path();
+            // Under the exclusive store lock no pull runs; the blob's own lock is checked anyway.
+            let _held = if p.extension().is_some_and(|x| x == "part") {
+                match try_lock_partial(&p)? {
+                    Some(f) => Some(f),
+                    None => continue,
+                }
+            } else {
+                None
+            };
             let n = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
             fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
             rep.removed += 1;
@@ -624,5 +765,49 @@ mod tests {
         assert!(store.put_manifest(&d, b"other bytes").is_err());
         store.put_manifest(&d, &content).unwrap();
         assert_eq!(store.manifest(&d).unwrap(), content);
+    }
+
+    #[test]
+    fn dead_partial_blobs_go_and_live_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (dead, live) = (b"dead blob".to_vec(), b"live blob".to_vec());
+        let (dd, ld) = (Digest::of(&dead), Digest::of(&live));
+        let Slot::Write(mut p) = store.begin_blob(&dd).unwrap() else {
+            panic!("absent blob reported present")
+        };
+        p.write(&dead[..4]).unwrap();
+        drop(p);
+        let Slot::Write(mut l) = store.begin_blob(&ld).unwrap() else {
+            panic!("absent blob reported present")
+        };
+        l.write(&live[..4]).unwrap();
+        let live_of = |v: Vec<Partial>| {
+            let mut v: Vec<_> = v.into_iter().map(|p| (p.bytes, p.live)).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            live_of(store.partials().unwrap()),
+            vec![(4, false), (4, true)]
+        );
+        let swept = store.remove_dead_partials().unwrap();
+        assert_eq!(swept.removed.len(), 1);
+        assert!(swept.removed[0].0.ends_with(format!("{}.part", dd.hex())));
+        assert_eq!(swept.live, 1);
+        assert_eq!(live_of(store.partials().unwrap()), vec![(4, true)]);
+        l.write(&live[4..]).unwrap();
+        assert!(matches!(
+            l.finish(live.len() as u64).unwrap(),
+            Finish::Stored
+        ));
+        drop(l);
+        assert!(store.partials().unwrap().is_empty());
+        assert_eq!(fs::read(store.blob_path(&ld)).unwrap(), live);
+        // The removed one starts over.
+        let Slot::Write(p) = store.begin_blob(&dd).unwrap() else {
+            panic!("absent blob reported present")
+        };
+        assert_eq!(p.offset(), 0);
     }
 }

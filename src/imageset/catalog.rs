@@ -4,8 +4,9 @@
 //!
 //! A selection takes the channel head (the entry no other entry of the channel `replaces` or
 //! `skips`), or, given a minimum and/or maximum version, every entry whose bundle version lies in
-//! that range (inclusive). Each selected bundle contributes its bundle image and its
-//! `relatedImages`. SQLite-era catalogs (`/database/index.db`) are refused as unsupported.
+//! that range (inclusive). A `full` selection ([`Catalog::select_full`]) takes every entry of
+//! the channel within the range where one is given, of every channel of the package when it
+//! names none. Each selected bundle contributes its bundle image and its `relatedImages`. SQLite-era catalogs (`/database/index.db`) are refused as unsupported.
 //!
 //! Dependencies ([`Catalog::dependencies`]) are followed as OLM would install them: a bundle's
 //! `olm.package.required` (a package within a version range) and `olm.gvk.required` (an API
@@ -19,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::config::PackageSel;
 use super::layers::{Files, Kind, Select};
 
 /// Image label naming the FBC directory.
@@ -465,6 +467,75 @@ impl Catalog {
         Ok(())
     }
 
+    fn package(&self, package: &str) -> Result<&Package> {
+        self.packages
+            .get(package)
+            .ok_or_else(|| anyhow!("catalog {}: no package `{package}`", self.name))
+    }
+
+    fn channel<'a>(&self, p: &'a Package, channel: &str) -> Result<&'a Channel> {
+        p.channels.get(channel).ok_or_else(|| {
+            let names: Vec<&str> = p.channels.keys().map(|s| s.as_str()).collect();
+            anyhow!(
+                "catalog {}: package `{}` has no channel `{channel}` (channels: {})",
+                self.name,
+                p.name,
+                names.join(", ")
+            )
+        })
+    }
+
+    fn bundle<'a>(&self, p: &'a Package, ch: &Channel, name: &str) -> Result<&'a Bundle> {
+        p.bundles.get(name).ok_or_else(|| {
+            anyhow!(
+                "catalog {}: package `{}` channel `{}` names bundle `{name}`, which the catalog \
+                 does not define",
+                self.name,
+                p.name,
+                ch.name
+            )
+        })
+    }
+
+    /// The entries of `ch` whose bundle version lies in `lo..=hi` (every entry without bounds).
+    fn in_range<'a>(
+        &self,
+        p: &'a Package,
+        ch: &Channel,
+        (lo, hi): &Range,
+    ) -> Result<Vec<&'a Bundle>> {
+        let mut picked = Vec::new();
+        for e in &ch.entries {
+            let b = self.bundle(p, ch, &e.name)?;
+            if lo.is_none() && hi.is_none() {
+                picked.push(b);
+                continue;
+            }
+            let Some(v) = &b.version else {
+                bail!(
+                    "catalog {}: bundle `{}` has no version, so a version range cannot select it",
+                    self.name,
+                    b.name
+                );
+            };
+            if lo.as_ref().is_none_or(|l| v >= l) && hi.as_ref().is_none_or(|h| v <= h) {
+                picked.push(b);
+            }
+        }
+        Ok(picked)
+    }
+
+    fn finish(&self, mut out: Vec<Selected>) -> Result<Vec<Selected>> {
+        for s in &out {
+            if s.image.is_empty() {
+                bail!("catalog {}: bundle `{}` has no image", self.name, s.bundle);
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     /// Selects the bundles of `package` in `channel` (its default channel when `None`): the
     /// channel head, or every entry within `min..=max` when either is given.
     pub fn select(
@@ -475,63 +546,26 @@ impl Catalog {
         max: Option<&str>,
     ) -> Result<Vec<Selected>> {
         let cat = &self.name;
-        let Some(p) = self.packages.get(package) else {
-            bail!("catalog {cat}: no package `{package}`");
-        };
+        let p = self.package(package)?;
         let channel = match channel {
             Some(c) => c,
             None => p.default_channel.as_deref().ok_or_else(|| {
                 anyhow!("catalog {cat}: package `{package}` has no default channel: name one")
             })?,
         };
-        let Some(ch) = p.channels.get(channel) else {
-            let names: Vec<&str> = p.channels.keys().map(|s| s.as_str()).collect();
-            bail!(
-                "catalog {cat}: package `{package}` has no channel `{channel}` (channels: {})",
-                names.join(", ")
-            );
-        };
-        let parse = |what: &str, v: Option<&str>| -> Result<Option<semver::Version>> {
-            v.map(|s| {
-                semver::Version::parse(s).with_context(|| {
-                    format!("package `{package}` channel `{channel}`: {what} `{s}` is not X.Y.Z")
-                })
-            })
-            .transpose()
-        };
-        let (lo, hi) = (parse("minVersion", min)?, parse("maxVersion", max)?);
-        if let (Some(l), Some(h)) = (&lo, &hi) {
-            if l > h {
-                bail!("package `{package}` channel `{channel}`: minVersion {l} is above maxVersion {h}");
-            }
-        }
-        let bundle = |name: &str| -> Result<&Bundle> {
-            p.bundles.get(name).ok_or_else(|| {
-                anyhow!(
-                    "catalog {cat}: package `{package}` channel `{channel}` names bundle \
-                     `{name}`, which the catalog does not define"
-                )
-            })
-        };
-        let mut picked: Vec<&Bundle> = Vec::new();
-        if lo.is_none() && hi.is_none() {
-            picked.push(bundle(&channel_head(ch).with_context(|| {
+        let ch = self.channel(p, channel)?;
+        let range = parse_range(
+            &format!("package `{package}` channel `{channel}`"),
+            min,
+            max,
+        )?;
+        let picked = if range.0.is_none() && range.1.is_none() {
+            let head = channel_head(ch).with_context(|| {
                 format!("catalog {cat}: package `{package}` channel `{channel}`")
-            })?)?);
+            })?;
+            vec![self.bundle(p, ch, &head)?]
         } else {
-            for e in &ch.entries {
-                let b = bundle(&e.name)?;
-                let Some(v) = &b.version else {
-                    bail!(
-                        "catalog {cat}: bundle `{}` has no version, so a version range cannot \
-                         select it",
-                        b.name
-                    );
-                };
-                if lo.as_ref().is_none_or(|l| v >= l) && hi.as_ref().is_none_or(|h| v <= h) {
-                    picked.push(b);
-                }
-            }
+            let picked = self.in_range(p, ch, &range)?;
             if picked.is_empty() {
                 bail!(
                     "catalog {cat}: package `{package}` channel `{channel}`: no bundle between \
@@ -540,20 +574,106 @@ impl Catalog {
                     max.unwrap_or("any")
                 );
             }
-        }
-        let mut out: Vec<Selected> = picked
-            .into_iter()
-            .map(|b| Selected::of(package, channel, b))
-            .collect();
-        for s in &out {
-            if s.image.is_empty() {
-                bail!("catalog {cat}: bundle `{}` has no image", s.bundle);
+            picked
+        };
+        self.finish(
+            picked
+                .into_iter()
+                .map(|b| Selected::of(package, channel, b))
+                .collect(),
+        )
+    }
+
+    /// Every bundle of `package` in `channel` within `min..=max` where given (oc-mirror's
+    /// `full: true`); with no channel, of every channel of the package, a bundle in several
+    /// channels taken once, from the default channel or else the first by name.
+    pub fn select_full(
+        &self,
+        package: &str,
+        channel: Option<&str>,
+        min: Option<&str>,
+        max: Option<&str>,
+    ) -> Result<Vec<Selected>> {
+        let p = self.package(package)?;
+        let channels: Vec<&Channel> = match channel {
+            Some(c) => vec![self.channel(p, c)?],
+            None => {
+                let default = p.default_channel.as_ref().and_then(|d| p.channels.get(d));
+                default
+                    .into_iter()
+                    .chain(
+                        p.channels
+                            .values()
+                            .filter(|c| Some(&c.name) != p.default_channel.as_ref()),
+                    )
+                    .collect()
+            }
+        };
+        let what = match channel {
+            Some(c) => format!("package `{package}` channel `{c}`"),
+            None => format!("package `{package}`"),
+        };
+        let range = parse_range(&what, min, max)?;
+        let mut taken = BTreeSet::new();
+        let mut out = Vec::new();
+        for ch in channels {
+            for b in self.in_range(p, ch, &range)? {
+                if taken.insert(b.name.as_str()) {
+                    out.push(Selected::of(package, &ch.name, b));
+                }
             }
         }
-        out.sort();
-        out.dedup();
+        if out.is_empty() {
+            bail!(
+                "catalog {}: {what}: no bundle between {} and {}",
+                self.name,
+                min.unwrap_or("any"),
+                max.unwrap_or("any")
+            );
+        }
+        self.finish(out)
+    }
+
+    /// The bundles a package selection names: its bundles by name, and for each channel
+    /// selection [`Catalog::select`], or [`Catalog::select_full`] in a `full` catalog.
+    pub fn select_package(&self, pkg: &PackageSel, full: bool) -> Result<Vec<Selected>> {
+        let mut out = Vec::new();
+        if !pkg.bundles.is_empty() {
+            out.extend(self.select_bundles(&pkg.name, &pkg.bundles)?);
+        }
+        for ch in &pkg.channels {
+            let (name, min, max) = (
+                ch.name.as_deref(),
+                ch.min_version.as_deref(),
+                ch.max_version.as_deref(),
+            );
+            out.extend(if full {
+                self.select_full(&pkg.name, name, min, max)?
+            } else {
+                self.select(&pkg.name, name, min, max)?
+            });
+        }
         Ok(out)
     }
+}
+
+/// A version range (inclusive bounds).
+type Range = (Option<semver::Version>, Option<semver::Version>);
+
+fn parse_range(what: &str, min: Option<&str>, max: Option<&str>) -> Result<Range> {
+    let parse = |field: &str, v: Option<&str>| -> Result<Option<semver::Version>> {
+        v.map(|s| {
+            semver::Version::parse(s).with_context(|| format!("{what}: {field} `{s}` is not X.Y.Z"))
+        })
+        .transpose()
+    };
+    let (lo, hi) = (parse("minVersion", min)?, parse("maxVersion", max)?);
+    if let (Some(l), Some(h)) = (&lo, &hi) {
+        if l > h {
+            bail!("{what}: minVersion {l} is above maxVersion {h}");
+        }
+    }
+    Ok((lo, hi))
 }
 
 impl Catalog {
@@ -995,6 +1115,82 @@ pub(crate) mod tests {
         assert!(e.contains("no bundle between 3.0.0 and any"), "{e}");
         assert!(c.select("foo", None, Some("1.2"), None).is_err());
         assert!(c.select("foo", None, Some("1.2.0"), Some("1.0.0")).is_err());
+    }
+
+    #[test]
+    fn full_channels() {
+        let c = catalog();
+        let got = |s: Vec<Selected>| {
+            s.into_iter()
+                .map(|b| format!("{}@{}", b.bundle, b.channel))
+                .collect::<Vec<_>>()
+        };
+        // Every entry of the channel, not only its head.
+        assert_eq!(
+            got(c.select_full("foo", Some("stable"), None, None).unwrap()),
+            [
+                "foo.v1.0.0@stable",
+                "foo.v1.1.0@stable",
+                "foo.v1.1.1@stable",
+                "foo.v1.2.0@stable"
+            ]
+        );
+        // No channel named: every channel, a bundle in two taken from the default one.
+        assert_eq!(
+            got(c.select_full("foo", None, None, None).unwrap()),
+            [
+                "foo.v2.0.0@fast",
+                "foo.v1.0.0@stable",
+                "foo.v1.1.0@stable",
+                "foo.v1.1.1@stable",
+                "foo.v1.2.0@stable"
+            ]
+        );
+        // Within the range where one is given.
+        assert_eq!(
+            got(c.select_full("foo", None, Some("1.1.1"), None).unwrap()),
+            ["foo.v2.0.0@fast", "foo.v1.1.1@stable", "foo.v1.2.0@stable"]
+        );
+        assert_eq!(
+            got(c
+                .select_full("foo", Some("fast"), None, Some("1.2.0"))
+                .unwrap()),
+            ["foo.v1.2.0@fast"]
+        );
+        // A package without a default channel is fine when every channel is taken.
+        assert_eq!(
+            got(c.select_full("bar", None, None, None).unwrap()),
+            ["bar.v0.1.0@alpha"]
+        );
+        let e = c
+            .select_full("foo", None, Some("3.0.0"), None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            format!("catalog {CAT}: package `foo`: no bundle between 3.0.0 and any")
+        );
+        let e = c
+            .select_full("foo", Some("beta"), None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has no channel `beta`"), "{e}");
+
+        // Through a package selection: the channel head, or every entry when full.
+        let sel = PackageSel {
+            name: "foo".into(),
+            channels: vec![super::super::config::ChannelSel {
+                name: Some("stable".into()),
+                min_version: None,
+                max_version: None,
+            }],
+            bundles: Vec::new(),
+        };
+        assert_eq!(
+            got(c.select_package(&sel, false).unwrap()),
+            ["foo.v1.2.0@stable"]
+        );
+        assert_eq!(c.select_package(&sel, true).unwrap().len(), 4);
     }
 
     #[test]

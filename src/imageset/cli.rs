@@ -115,11 +115,19 @@ impl ImageSetArgs {
     }
 }
 
+/// Says, once, which parts of the image set are read but not staged (also with `--quiet`).
+pub fn report_not_staged(set: &super::config::ImageSet) {
+    for n in &set.not_staged {
+        eprintln!("prestage: {n}");
+    }
+}
+
 /// Runs `prestage images`.
 pub fn run(a: ImagesArgs) -> Result<()> {
     let conn = a.registry.connect()?;
     let store = a.registry.open_store()?;
     let r = resolve::resolve(&a.set.request(Tagged::Pull, a.quiet), store, conn)?;
+    report_not_staged(&r.set);
     let out = &r.lists;
     out.write(&a.output, Some(&r.imageset_yaml))?;
     if a.json {

@@ -3,19 +3,30 @@
 //! into a typed [`ImageSet`]; and the effective image set written back as a v2alpha1
 //! `ImageSetConfiguration` for `imageset.yaml`.
 //!
-//! Parsing is strict: unknown or misspelled fields are errors naming the field's path (e.g.
-//! `mirror.operators[0].packages[1].chanels`). Both API versions share one schema, the union of
-//! their fields. A release channel pinned to one version (`minVersion == maxVersion`) names the
-//! release image by its tag and needs nothing else; any other channel entry is resolved through
-//! the update graph ([`super::graph`]) into the releases it selects, and every selected release
-//! is staged. What prestage cannot do is refused with the reason: one architecture per image set,
-//! no Helm charts, no whole catalogs (`full: true` or no packages), no `minBundle`.
-//! Fields about mirroring rather than selection (`archiveSize`, `storageConfig`, `graph`,
-//! `kubeVirtContainer`, `targetName`/`targetCatalog`/`targetTag`, `originalRef`) are accepted
-//! and have no effect. The bundles selected bundles depend on are staged too, unless the
+//! Keys are read as oc-mirror reads them, through Go's `encoding/json` rules ([`super::keys`]):
+//! `additionalimages`, `blockedImages` and `BlockedImages` are the same field (an exact match
+//! preferred, else a case-insensitive one), and the effective `imageset.yaml` is written in the
+//! canonical spelling. Otherwise parsing is strict: a key that names no field in any case is an
+//! error naming the field's path (e.g. `mirror.operators[0].packages[1].chanels`). Both API
+//! versions share one schema, the union of their fields.
+//!
+//! A release channel pinned to one version (`minVersion == maxVersion`) names the release image
+//! by its tag and needs nothing else; any other channel entry is resolved through the update
+//! graph ([`super::graph`]) into the releases it selects, and every selected release is staged.
+//! An operator catalog with `full: true` takes every bundle of its packages' channels (of every
+//! channel of a package that names none) within the version range where one is given, instead
+//! of the channel heads. The bundles selected bundles depend on are staged too, unless the
 //! catalog entry says `skipDependencies: true`. A package-level `minVersion`/`maxVersion`
 //! applies to its channels that have no range of their own (to its default channel when it
-//! names none).
+//! names none). `blockedImages` names are image references or regular expressions
+//! ([`super::lists::BlockRule`]).
+//!
+//! Parts that select nothing prestage stages (`archiveSize`, `storageConfig`, `mirror.helm`,
+//! `mirror.samples`, `platform.graph`, `platform.kubeVirtContainer`, the `target*` and
+//! `originalRef` names of catalogs and additional images) are read and validated, and recorded
+//! in [`ImageSet::not_staged`] for the caller to report; the rest is staged. What prestage
+//! cannot do is refused with the reason: one architecture per image set, no whole catalogs
+//! (`full: true` or no packages), no `minBundle`, no `full: true` with bundles named.
 
 use std::path::Path;
 
@@ -23,6 +34,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::graph::ChannelRange;
+use super::lists::BlockRule;
 use super::release;
 use crate::fetch::reference::ImageRef;
 
@@ -53,7 +65,8 @@ pub enum ReleaseSpec {
 /// One channel selection of a package.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ChannelSel {
-    /// Channel, `None` for the package's default channel.
+    /// Channel; `None` for the package's default channel, or, in a `full` catalog, for every
+    /// channel of the package.
     pub name: Option<String>,
     /// Lowest version to take (inclusive).
     pub min_version: Option<String>,
@@ -81,6 +94,29 @@ pub struct OperatorSet {
     pub packages: Vec<PackageSel>,
     /// Stage only the selected bundles, not the bundles they depend on (`skipDependencies`).
     pub skip_dependencies: bool,
+    /// Every bundle of the selected channels, not only the channel heads (`full: true`).
+    pub full: bool,
+}
+
+/// A part of an image set that was read and validated but selects nothing prestage stages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NotStaged {
+    /// The file it was read from.
+    pub file: String,
+    /// Its field path, e.g. `mirror.helm`.
+    pub field: String,
+    /// What it is and why it is not staged.
+    pub reason: String,
+}
+
+impl std::fmt::Display for NotStaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}: not staged: {}",
+            self.file, self.field, self.reason
+        )
+    }
 }
 
 /// An image set: everything that decides the lists.
@@ -94,8 +130,10 @@ pub struct ImageSet {
     pub operators: Vec<OperatorSet>,
     /// Additional images.
     pub additional_images: Vec<String>,
-    /// Images never staged.
+    /// Images never staged: references or regular expressions ([`super::lists::BlockRule`]).
     pub blocked_images: Vec<String>,
+    /// Parts of the configuration that select nothing prestage stages, each reported once.
+    pub not_staged: Vec<NotStaged>,
 }
 
 // The document, as both API versions spell it.
@@ -122,11 +160,11 @@ struct StorageConfigDoc {
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 struct RegistryDoc {
     #[serde(rename = "imageURL")]
     image_url: String,
-    #[serde(default)]
+    #[serde(default, rename = "skipTLS")]
     skip_tls: bool,
 }
 
@@ -144,7 +182,7 @@ struct MirrorDoc {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     operators: Vec<OperatorDoc>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    additional_images: Vec<ImageDoc>,
+    additional_images: Vec<AdditionalImageDoc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     helm: Option<HelmDoc>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -156,10 +194,40 @@ struct MirrorDoc {
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct HelmDoc {
-    #[serde(default, alias = "repositories", skip_serializing_if = "Vec::is_empty")]
-    repos: Vec<serde_yaml_ng::Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    local: Vec<serde_yaml_ng::Value>,
+    repositories: Vec<HelmRepositoryDoc>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    local: Vec<ChartDoc>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct HelmRepositoryDoc {
+    name: String,
+    url: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    charts: Vec<ChartDoc>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ChartDoc {
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    image_paths: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    platforms: Vec<PlatformFilterDoc>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct PlatformFilterDoc {
+    os: String,
+    architecture: String,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -251,45 +319,74 @@ struct ImageDoc {
     name: String,
 }
 
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AdditionalImageDoc {
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target_repo: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target_tag: Option<String>,
+}
+
 /// Deserializes YAML strictly, turning errors into one line `FILE: FIELD.PATH: problem`.
 pub(crate) fn from_yaml<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T> {
     let de = serde_yaml_ng::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let msg = inner.to_string();
-        let (msg, at) = match msg.rsplit_once(" at line ") {
-            Some((m, l)) => (m.to_string(), format!(" (line {l})")),
-            None => (msg, String::new()),
-        };
-        // Name no internal type: `expected struct MirrorDoc` -> `expected a mapping`.
-        let msg = match msg.find("expected struct ") {
-            Some(k) => {
-                let rest = &msg[k + "expected struct ".len()..];
-                let end = rest
-                    .find(|c: char| !c.is_alphanumeric())
-                    .unwrap_or(rest.len());
-                format!("{}expected a mapping{}", &msg[..k], &rest[end..])
-            }
-            None => msg,
-        };
-        // serde_yaml_ng prefixes nested errors with its own rendering of the path.
-        let msg = match msg.split_once(": ") {
-            Some((p, rest)) if !p.contains(' ') && path.starts_with(p) => rest.to_string(),
-            _ => msg,
-        };
-        // `unknown field `x`, expected ...`: the path already ends with the field.
-        if let Some(rest) = msg.strip_prefix("unknown field `") {
-            if let Some((_, tail)) = rest.split_once('`') {
-                return anyhow!("{file}: {path}: unknown field{tail}{at}");
-            }
+    serde_path_to_error::deserialize(de).map_err(|e| yaml_error(file, e))
+}
+
+/// As [`from_yaml`], struct keys matched as Go's `encoding/json` matches them
+/// ([`super::keys`]).
+pub(crate) fn from_yaml_go_keys<T: serde::de::DeserializeOwned>(
+    file: &str,
+    text: &str,
+) -> Result<T> {
+    let de = super::keys::GoKeys(serde_yaml_ng::Deserializer::from_str(text));
+    serde_path_to_error::deserialize(de).map_err(|e| yaml_error(file, e))
+}
+
+fn yaml_error(file: &str, e: serde_path_to_error::Error<serde_yaml_ng::Error>) -> anyhow::Error {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let msg = inner.to_string();
+    let (msg, at) = match msg.rsplit_once(" at line ") {
+        Some((m, l)) => (m.to_string(), format!(" (line {l})")),
+        None => (msg, String::new()),
+    };
+    // Name no internal type: `expected struct MirrorDoc` -> `expected a mapping`.
+    let msg = match msg.find("expected struct ") {
+        Some(k) => {
+            let rest = &msg[k + "expected struct ".len()..];
+            let end = rest
+                .find(|c: char| !c.is_alphanumeric())
+                .unwrap_or(rest.len());
+            format!("{}expected a mapping{}", &msg[..k], &rest[end..])
         }
-        if path == "." || path.is_empty() {
-            anyhow!("{file}: {msg}{at}")
-        } else {
-            anyhow!("{file}: {path}: {msg}{at}")
+        None => msg,
+    };
+    // serde_yaml_ng prefixes nested errors with its own rendering of the path, keys as written.
+    let msg = match msg.split_once(": ") {
+        Some((p, rest))
+            if !p.contains(' ')
+                && path
+                    .to_ascii_lowercase()
+                    .starts_with(&p.to_ascii_lowercase()) =>
+        {
+            rest.to_string()
         }
-    })
+        _ => msg,
+    };
+    // `unknown field `x`, expected ...`: the path already ends with the field.
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        if let Some((_, tail)) = rest.split_once('`') {
+            return anyhow!("{file}: {path}: unknown field{tail}{at}");
+        }
+    }
+    if path == "." || path.is_empty() {
+        anyhow!("{file}: {msg}{at}")
+    } else {
+        anyhow!("{file}: {path}: {msg}{at}")
+    }
 }
 
 fn check_ref(file: &str, field: &str, r: &str) -> Result<String> {
@@ -317,7 +414,7 @@ fn check_version(file: &str, field: &str, v: &Option<String>) -> Result<()> {
 
 /// Parses an ImageSetConfiguration; `file` names it in messages.
 pub fn parse_imageset(file: &str, text: &str) -> Result<ImageSet> {
-    let doc: Doc = from_yaml(file, text)?;
+    let doc: Doc = from_yaml_go_keys(file, text)?;
     if doc.kind != KIND {
         bail!("{file}: kind: expected {KIND}, found `{}`", doc.kind);
     }
@@ -332,10 +429,113 @@ pub fn parse_imageset(file: &str, text: &str) -> Result<ImageSet> {
         arch: "amd64".to_string(),
         ..ImageSet::default()
     };
-    if let Some(h) = &m.helm {
-        if !h.repos.is_empty() || !h.local.is_empty() {
-            bail!("{file}: mirror.helm: Helm charts are not supported by prestage");
+    let mut not_staged = |field: &str, reason: String| {
+        set.not_staged.push(NotStaged {
+            file: file.to_string(),
+            field: field.to_string(),
+            reason,
+        })
+    };
+    if let Some(a) = doc.archive_size {
+        if a < 0 {
+            bail!("{file}: archiveSize: {a} is negative");
         }
+        not_staged(
+            "archiveSize",
+            "the size of oc-mirror's archive segments; prestage writes no archives".into(),
+        );
+    }
+    if let Some(sc) = &doc.storage_config {
+        if let Some(r) = &sc.registry {
+            if r.image_url.is_empty() {
+                bail!("{file}: storageConfig.registry.imageURL: empty");
+            }
+        }
+        if let Some(l) = &sc.local {
+            if l.path.is_empty() {
+                bail!("{file}: storageConfig.local.path: empty");
+            }
+        }
+        not_staged(
+            "storageConfig",
+            "where oc-mirror keeps its metadata; prestage keeps none".into(),
+        );
+    }
+    if let Some(p) = &m.platform {
+        if p.graph == Some(true) {
+            not_staged(
+                "mirror.platform.graph",
+                "the update graph data image serves an OpenShift Update Service, not the node"
+                    .into(),
+            );
+        }
+        if p.kube_virt_container == Some(true) {
+            not_staged(
+                "mirror.platform.kubeVirtContainer",
+                "the KubeVirt container image the release names; prestage stages the release's \
+                 components"
+                    .into(),
+            );
+        }
+    }
+    for (i, o) in m.operators.iter().enumerate() {
+        for (name, v) in [
+            ("targetName", &o.target_name),
+            ("targetCatalog", &o.target_catalog),
+            ("targetTag", &o.target_tag),
+            (
+                "targetCatalogSourceTemplate",
+                &o.target_catalog_source_template,
+            ),
+            ("originalRef", &o.original_ref),
+        ] {
+            if v.is_some() {
+                not_staged(
+                    &format!("mirror.operators[{i}].{name}"),
+                    "a name for oc-mirror's mirror registry; the catalog is read, not staged, \
+                     and images keep their own names"
+                        .into(),
+                );
+            }
+        }
+    }
+    for (i, a) in m.additional_images.iter().enumerate() {
+        for (name, v) in [("targetRepo", &a.target_repo), ("targetTag", &a.target_tag)] {
+            if v.is_some() {
+                not_staged(
+                    &format!("mirror.additionalImages[{i}].{name}"),
+                    "a name in oc-mirror's mirror registry; the image is staged under its own \
+                     name (mapping.txt)"
+                        .into(),
+                );
+            }
+        }
+    }
+    if let Some(h) = &m.helm {
+        check_helm(file, h)?;
+        let n =
+            |k: usize, one: &str, many: &str| format!("{k} {}", if k == 1 { one } else { many });
+        if !h.repositories.is_empty() || !h.local.is_empty() {
+            not_staged(
+                "mirror.helm",
+                format!(
+                    "prestage stages no Helm charts or their images ({}, {})",
+                    n(h.repositories.len(), "repository", "repositories"),
+                    n(h.local.len(), "local chart", "local charts")
+                ),
+            );
+        }
+    }
+    for (i, x) in m.samples.iter().enumerate() {
+        if x.name.is_empty() {
+            bail!("{file}: mirror.samples[{i}].name: empty");
+        }
+    }
+    if !m.samples.is_empty() {
+        not_staged(
+            "mirror.samples",
+            "sample images (oc-mirror does not implement them either)".into(),
+        );
     }
     if let Some(p) = &m.platform {
         match p.architectures.as_slice() {
@@ -406,7 +606,8 @@ pub fn parse_imageset(file: &str, text: &str) -> Result<ImageSet> {
         // A local OCI layout (`oci:DIR[:REF]`) is kept as written; the catalog itself is not
         // staged, only read.
         let catalog = check_image_or_layout(file, &format!("{f}.catalog"), &o.catalog)?;
-        if o.full == Some(true) {
+        let full = o.full == Some(true);
+        if full && o.packages.is_empty() {
             bail!("{file}: {f}.full: whole catalogs are not supported; list the packages");
         }
         if o.packages.is_empty() {
@@ -422,6 +623,12 @@ pub fn parse_imageset(file: &str, text: &str) -> Result<ImageSet> {
                 bail!("{file}: {f}.name: empty");
             }
             if !p.bundles.is_empty() {
+                if full {
+                    bail!(
+                        "{file}: {f}.bundles: `full: true` takes every bundle of the channels; \
+                         name bundles or set full, not both"
+                    );
+                }
                 if !p.channels.is_empty()
                     || p.min_version.is_some()
                     || p.max_version.is_some()
@@ -472,7 +679,8 @@ pub fn parse_imageset(file: &str, text: &str) -> Result<ImageSet> {
             }
             if channels.is_empty() {
                 channels.push(ChannelSel {
-                    name: p.default_channel.clone(),
+                    // A full catalog takes every channel of a package that names none.
+                    name: p.default_channel.clone().filter(|_| !full),
                     min_version: p.min_version.clone(),
                     max_version: p.max_version.clone(),
                 });
@@ -487,6 +695,7 @@ pub fn parse_imageset(file: &str, text: &str) -> Result<ImageSet> {
             catalog,
             packages,
             skip_dependencies: o.skip_dependencies == Some(true),
+            full,
         });
     }
     for (i, a) in m.additional_images.iter().enumerate() {
@@ -494,12 +703,41 @@ pub fn parse_imageset(file: &str, text: &str) -> Result<ImageSet> {
         set.additional_images.push(r);
     }
     for (i, a) in m.blocked_images.iter().enumerate() {
-        // Kept as written: without a tag or digest it blocks the whole repository.
-        check_ref(file, &format!("mirror.blockedImages[{i}].name"), &a.name)?;
-        let r = a.name.strip_prefix("docker://").unwrap_or(&a.name);
-        set.blocked_images.push(r.to_string());
+        // Kept as written (a reference without its `docker://`): a reference without a tag or
+        // digest blocks the whole repository.
+        let rule = BlockRule::parse(&a.name)
+            .map_err(|e| anyhow!("{file}: mirror.blockedImages[{i}].name: {e:#}"))?;
+        set.blocked_images.push(rule.entry().to_string());
     }
     Ok(set)
+}
+
+/// Checks a Helm section.
+fn check_helm(file: &str, h: &HelmDoc) -> Result<()> {
+    for (i, r) in h.repositories.iter().enumerate() {
+        let f = format!("mirror.helm.repositories[{i}]");
+        if r.name.is_empty() {
+            bail!("{file}: {f}.name: empty");
+        }
+        if !(r.url.starts_with("https://") || r.url.starts_with("http://")) {
+            bail!("{file}: {f}.url: `{}` is not an http(s) URL", r.url);
+        }
+        for (j, c) in r.charts.iter().enumerate() {
+            if c.name.is_empty() {
+                bail!("{file}: {f}.charts[{j}].name: empty");
+            }
+        }
+    }
+    for (i, c) in h.local.iter().enumerate() {
+        let f = format!("mirror.helm.local[{i}]");
+        if c.name.is_empty() {
+            bail!("{file}: {f}.name: empty");
+        }
+        if c.path.as_deref().is_none_or(str::is_empty) {
+            bail!("{file}: {f}.path: a local chart needs its path");
+        }
+    }
+    Ok(())
 }
 
 /// Reads and parses an ImageSetConfiguration file.
@@ -586,10 +824,12 @@ impl ImageSet {
         self.operators.extend(other.operators);
         self.additional_images.extend(other.additional_images);
         self.blocked_images.extend(other.blocked_images);
+        self.not_staged.extend(other.not_staged);
         Ok(())
     }
 
-    /// The effective image set as a v2alpha1 `ImageSetConfiguration` (YAML).
+    /// The effective image set as a v2alpha1 `ImageSetConfiguration` (YAML), in the canonical
+    /// spelling; the parts that were not staged are left out.
     pub fn to_yaml(&self) -> Result<String> {
         let mut platform = PlatformDoc {
             architectures: vec![self.arch.clone()],
@@ -668,6 +908,7 @@ impl ImageSet {
                     })
                     .collect(),
                 skip_dependencies: o.skip_dependencies.then_some(true),
+                full: o.full.then_some(true),
                 ..OperatorDoc::default()
             })
             .collect();
@@ -676,13 +917,21 @@ impl ImageSet {
                 .map(|n| ImageDoc { name: n.clone() })
                 .collect::<Vec<_>>()
         };
+        let additional_images = self
+            .additional_images
+            .iter()
+            .map(|n| AdditionalImageDoc {
+                name: n.clone(),
+                ..AdditionalImageDoc::default()
+            })
+            .collect();
         let doc = Doc {
             kind: KIND.to_string(),
             api_version: V2ALPHA1.to_string(),
             mirror: MirrorDoc {
                 platform: Some(platform),
                 operators,
-                additional_images: images(&self.additional_images),
+                additional_images,
                 blocked_images: images(&self.blocked_images),
                 ..MirrorDoc::default()
             },
@@ -765,7 +1014,20 @@ mirror:
             y.contains("apiVersion: mirror.openshift.io/v2alpha1"),
             "{y}"
         );
-        assert_eq!(parse_imageset("effective", &y).unwrap(), s);
+        // `graph: true` selects an image prestage does not stage.
+        assert_eq!(
+            s.not_staged
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>(),
+            [
+                "imageset.yaml: mirror.platform.graph: not staged: the update graph data image \
+                 serves an OpenShift Update Service, not the node"
+            ]
+        );
+        let mut staged = s.clone();
+        staged.not_staged.clear();
+        assert_eq!(parse_imageset("effective", &y).unwrap(), staged);
     }
 
     #[test]
@@ -922,11 +1184,304 @@ mirror:
         );
         let e = err(&FULL_V2.replace("tools/troubleshoot:latest", "Tools/x"));
         assert!(e.contains("mirror.additionalImages[0].name"), "{e}");
+        // A whole catalog, and full with bundles named.
+        let whole = "kind: ImageSetConfiguration\napiVersion: mirror.openshift.io/v2alpha1\n\
+                     mirror:\n  operators:\n    - catalog: registry.example/redhat/index:v4.14\n      \
+                     full: true\n";
+        let e = err(whole);
+        assert_eq!(
+            e,
+            "imageset.yaml: mirror.operators[0].full: whole catalogs are not supported; list the \
+             packages"
+        );
+        let e = err(&whole.replace("full: true", "full: false"));
+        assert!(
+            e.starts_with("imageset.yaml: mirror.operators[0].packages: empty"),
+            "{e}"
+        );
         let e = err(&FULL_V2.replace(
             "    - catalog: registry.example/redhat/operator-index:v4.14\n",
             "    - catalog: registry.example/redhat/operator-index:v4.14\n      full: true\n",
         ));
-        assert!(e.contains("mirror.operators[0].full"), "{e}");
+        assert!(
+            e.starts_with(
+                "imageset.yaml: mirror.operators[0].packages[2].bundles: `full: true` takes every \
+                 bundle"
+            ),
+            "{e}"
+        );
+        // Blocked images: a pattern that does not compile, an empty one.
+        let e = err(&FULL_V2.replace("name: registry.example/foo/proxy", "name: '(aws|gcp'"));
+        assert!(
+            e.starts_with(
+                "imageset.yaml: mirror.blockedImages[0].name: `(aws|gcp` is neither an image \
+                 reference nor a regular expression"
+            ) && !e.contains('\n'),
+            "{e}"
+        );
+        let e = err(&FULL_V2.replace("name: registry.example/foo/proxy", "name: ''"));
+        assert!(
+            e.starts_with("imageset.yaml: mirror.blockedImages[0].name: empty"),
+            "{e}"
+        );
+        // Sections that are not staged are still validated.
+        let helm =
+            |h: &str| FULL_V2.replace("  blockedImages:", &format!("  helm:\n{h}  blockedImages:"));
+        let e = err(&helm(
+            "    repositories:\n      - name: podinfo\n        url: stefanprodan.github.io\n",
+        ));
+        assert!(
+            e.starts_with(
+                "imageset.yaml: mirror.helm.repositories[0].url: `stefanprodan.github.io` is not \
+                 an http(s) URL"
+            ),
+            "{e}"
+        );
+        let e = err(&helm("    local:\n      - name: podinfo\n"));
+        assert!(
+            e.starts_with("imageset.yaml: mirror.helm.local[0].path: a local chart needs its path"),
+            "{e}"
+        );
+        let e = err(&helm("    local:\n      - name: podinfo\n        path: /c.tgz\n        imagepaths: [1, [2]]\n"));
+        assert!(
+            e.starts_with("imageset.yaml: mirror.helm.local[0].imagePaths[1]: invalid type"),
+            "{e}"
+        );
+        let e = err(&FULL_V2.replace(
+            "kind: ImageSetConfiguration\n",
+            "kind: ImageSetConfiguration\narchiveSize: -1\n",
+        ));
+        assert_eq!(e, "imageset.yaml: archiveSize: -1 is negative");
+    }
+
+    /// oc-mirror's own reference file (v1 `docs/imageset-config-ref.yaml`), as its users copy it:
+    /// `skipTLS`, Helm charts, regular expressions and short names in `blockedImages`.
+    const OC_MIRROR_REF: &str = "\
+apiVersion: mirror.openshift.io/v1alpha2
+kind: ImageSetConfiguration
+storageConfig:
+  registry:
+    imageURL: localhost:5000/test:latest # Stores metadata in an image
+    skipTLS: true # Disable TLS certificate checking or use plain HTTP
+mirror:
+  platform:
+    architectures:
+      - \"s390x\"
+    channels:
+      - name: stable-4.9 # References the latest stable release
+      - name: stable-4.7 # Annotation references min and max version.
+        minVersion: '4.6.13'
+        maxVersion: '4.7.18'
+    graph: true # Include Cincinnati upgrade graph image in imageset (defaults to false)
+  operators:
+    - catalog: registry.redhat.io/redhat/redhat-operator-index:v4.12 # References entire catalog
+      full: false # full set to false pull the latest version for all package channels with no versions set (default to false)
+      packages:
+        - name: elasticsearch-operator
+          channels:
+            - name: 'stable-v0' # Mirrors a single channel from the previous channel head to the current channel head
+        - name: rhacs-operator
+          minVersion: '3.67.0' # Mirrors all versions from the minimum version to the latest in the package
+        - name: mtc-operator
+          channels:
+            - name: release-1.7  # Mirrors all versions in a single channel from the min version to the max version.
+              minVersion: '1.7.0'
+              maxVersion: '1.7.5'
+  additionalImages: # List of additional images to be included in imageset
+    - name: registry.redhat.io/ubi8/ubi:latest
+  blockedImages: # Image to block by name or regular expression
+    - name: alpine
+    - name: redis
+    - name: ^blocked-registry.com
+  helm:
+    local:
+      - name: podinfo
+        path: /test/podinfo-5.0.0.tar.gz
+    repositories:
+      - name: podinfo
+        url: https://stefanprodan.github.io/podinfo
+        charts:
+          - name: podinfo
+            version: 5.0.0
+";
+
+    #[test]
+    fn oc_mirror_reference_file() {
+        let s = parse_imageset("isc.yaml", OC_MIRROR_REF).unwrap();
+        assert_eq!(s.arch, "s390x");
+        assert_eq!(s.releases.len(), 2);
+        assert_eq!(s.operators[0].packages.len(), 3);
+        assert!(!s.operators[0].full);
+        assert_eq!(s.additional_images, ["registry.redhat.io/ubi8/ubi:latest"]);
+        assert_eq!(
+            s.blocked_images,
+            ["alpine", "redis", "^blocked-registry.com"]
+        );
+        let fields: Vec<&str> = s.not_staged.iter().map(|n| n.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["storageConfig", "mirror.platform.graph", "mirror.helm"]
+        );
+        assert_eq!(
+            s.not_staged[2].to_string(),
+            "isc.yaml: mirror.helm: not staged: prestage stages no Helm charts or their images \
+             (1 repository, 1 local chart)"
+        );
+    }
+
+    #[test]
+    fn keys_match_regardless_of_case() {
+        // The spellings oc-mirror's own files use (`blockedimages` in its v1 test data,
+        // `skipTls`), all-lowercase and all-uppercase ones, and Go's non-ASCII folds.
+        let y = "\
+APIVERSION: mirror.openshift.io/v1alpha2
+Kind: ImageSetConfiguration
+archivesize: 4
+storageconfig:
+  Registry:
+    imageurl: registry.example:5000/oc-mirror/metadata:latest
+    skipTls: true
+mirror:
+  Platform:
+    channels:
+      - name: stable-4.14
+        Type: ocp
+        minversion: 4.14.3
+        MAXVERSION: 4.14.3
+  operators:
+    - Catalog: registry.example/redhat/operator-index:v4.14
+      FULL: true
+      \u{17F}kipDependencies: true
+      targettag: v1
+      packages:
+        - name: foo
+          defaultchannel: stable
+          minVersion: 1.1.0
+        - name: bar
+          Channels:
+            - name: alpha
+              maxversion: 0.2.0
+  additionalimages:
+    - name: registry.example/tools/troubleshoot:latest
+      targetrepo: tools/ts
+  blockedimages:
+    - name: '(aws|gcp|azure|ibm|openstack)'
+    - NAME: registry.example/foo/proxy
+  Samples:
+    - name: registry.example/samples/ruby:latest
+";
+        let s = parse_imageset("imageset.yaml", y).unwrap();
+        assert_eq!(
+            s.releases,
+            [ReleaseSpec::Version {
+                version: "4.14.3".into(),
+                channel: Some("stable-4.14".into())
+            }]
+        );
+        let o = &s.operators[0];
+        assert!(o.full && o.skip_dependencies);
+        // A full catalog's package naming no channel takes every channel, in range.
+        assert_eq!(
+            o.packages[0].channels,
+            [ChannelSel {
+                name: None,
+                min_version: Some("1.1.0".into()),
+                max_version: None
+            }]
+        );
+        assert_eq!(
+            o.packages[1].channels[0].max_version.as_deref(),
+            Some("0.2.0")
+        );
+        assert_eq!(
+            s.additional_images,
+            ["registry.example/tools/troubleshoot:latest"]
+        );
+        assert_eq!(
+            s.blocked_images,
+            [
+                "(aws|gcp|azure|ibm|openstack)",
+                "registry.example/foo/proxy"
+            ]
+        );
+        let fields: Vec<&str> = s.not_staged.iter().map(|n| n.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "archiveSize",
+                "storageConfig",
+                "mirror.operators[0].targetTag",
+                "mirror.additionalImages[0].targetRepo",
+                "mirror.samples"
+            ]
+        );
+        // The effective file is written in the canonical spelling and reads back the same.
+        let eff = s.to_yaml().unwrap();
+        for canonical in [
+            "apiVersion:",
+            "kind:",
+            "platform:",
+            "minVersion: 4.14.3",
+            "catalog:",
+            "full: true",
+            "skipDependencies: true",
+            "additionalImages:",
+            "blockedImages:",
+        ] {
+            assert!(eff.contains(canonical), "{canonical}: {eff}");
+        }
+        for gone in [
+            "additionalimages",
+            "Platform",
+            "FULL",
+            "targettag",
+            "samples",
+            "archiveSize",
+        ] {
+            assert!(!eff.contains(gone), "{gone}: {eff}");
+        }
+        let back = parse_imageset("effective", &eff).unwrap();
+        assert!(back.not_staged.is_empty());
+        assert_eq!(back.operators, s.operators);
+        assert_eq!(back.blocked_images, s.blocked_images);
+        assert_eq!(back.releases, s.releases);
+
+        // A key that names no field in any case is still an error naming it.
+        let e = err(&y.replace("additionalimages:", "additionalimagez:"));
+        assert!(
+            e.starts_with("imageset.yaml: mirror.additionalimagez: unknown field, expected one of"),
+            "{e}"
+        );
+        let e = err(&y.replace("      Channels:", "      channel:"));
+        assert!(
+            e.starts_with("imageset.yaml: mirror.operators[0].packages[1].channel: unknown field"),
+            "{e}"
+        );
+        // Two spellings of one field are refused (Go would keep the last silently).
+        let e = err(&format!(
+            "{y}  additionalImages:\n    - name: registry.example/x:1\n"
+        ));
+        assert!(
+            e.starts_with(
+                "imageset.yaml: mirror.additionalImages: the same field as `additionalimages` \
+                 (keys match regardless of case)"
+            ),
+            "{e}"
+        );
+        let e = err(&y.replace(
+            "      FULL: true\n",
+            "      FULL: true\n      full: false\n",
+        ));
+        assert!(
+            e.starts_with("imageset.yaml: mirror.operators[0].full: the same field as `FULL`"),
+            "{e}"
+        );
+        // Errors below a field matched by case folding name it canonically.
+        let e = err(&y.replace("skipTls: true", "skipTls: [true]"));
+        assert!(
+            e.starts_with("imageset.yaml: storageConfig.registry.skipTLS: invalid type: sequence"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -17,13 +17,12 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Read;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use semver::Version;
 use serde::Deserialize;
 
+use crate::fetch::http::HttpClient;
 use crate::fetch::reference::ImageRef;
 
 /// OpenShift's public update service.
@@ -288,12 +287,13 @@ impl GraphSource {
         }
     }
 
-    /// The graph of `channel` for `arch` (`amd64`, ..., `multi`); `tls` verifies the service.
+    /// The graph of `channel` for `arch` (`amd64`, ..., `multi`); `http` gives the client of
+    /// the service's `host[:port]` (its TLS verification and proxies).
     pub fn load(
         &self,
         channel: &str,
         arch: &str,
-        tls: &dyn Fn(&str) -> Result<Arc<rustls::ClientConfig>>,
+        http: &dyn Fn(&str) -> Result<HttpClient>,
     ) -> Result<Graph> {
         match self {
             GraphSource::File(p) => {
@@ -308,26 +308,25 @@ impl GraphSource {
                 if host.is_empty() || u.contains('?') {
                     bail!("update graph {u}: expected http(s)://HOST[:PORT]/PATH without a query");
                 }
-                let agent = ureq::AgentBuilder::new()
-                    .tls_config(tls(host)?)
-                    .timeout_connect(Duration::from_secs(30))
-                    .timeout_read(Duration::from_secs(120))
-                    .user_agent(concat!("prestage/", env!("CARGO_PKG_VERSION")))
-                    .build();
+                let client = http(host)?;
                 let shown = format!("{u}?channel={channel}&arch={arch}");
-                let resp = agent
-                    .get(u)
-                    .query("channel", channel)
-                    .query("arch", arch)
-                    .set("Accept", "application/json")
-                    .call()
-                    .map_err(|e| match e {
+                let mut url = url::Url::parse(u).map_err(|e| anyhow!("update graph {u}: {e}"))?;
+                url.query_pairs_mut()
+                    .append_pair("channel", channel)
+                    .append_pair("arch", arch);
+                let resp = client
+                    .get(&url, &[("Accept", "application/json")], None)
+                    .map_err(|e| match *e {
                         ureq::Error::Status(code, r) => {
-                            anyhow!("update graph {shown}: HTTP {code} {}", r.status_text())
+                            anyhow!(
+                                "update graph {shown}: HTTP {code} {}{}",
+                                r.status_text(),
+                                client.route(Some(&url))
+                            )
                         }
                         ureq::Error::Transport(t) => {
                             // ureq's text starts with the URL again.
-                            let msg = t.to_string();
+                            let msg = format!("{t}{}", client.route(t.url()));
                             let msg = msg
                                 .strip_prefix(&format!("{shown}: "))
                                 .map(str::to_string)

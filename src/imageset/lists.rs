@@ -11,8 +11,8 @@
 //! - `mapping.txt`: `SRC=DEST:TAG`, one line per image of either list.
 //!
 //! Every source is written pinned by digest (`registry/repository@sha256:...`); tagged inputs are
-//! resolved through a [`Resolve`] first. Blocked images and images a [`Filter`] matches are left
-//! out and recorded. Lists are sorted and free of duplicates.
+//! resolved through a [`Resolve`] first. Blocked images ([`BlockRule`]) and images a [`Filter`]
+//! matches are left out and recorded. Lists are sorted and free of duplicates.
 //!
 //! DEST/TAG scheme: DEST is `localhost/<source repository path>` (the registry host is dropped, as
 //! a port is not valid in a repository name, and `localhost/` cannot be mistaken for a real
@@ -25,10 +25,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use regex::Regex;
 use serde::Serialize;
 
 use super::catalog::Selected;
+use super::config::NotStaged;
 use super::filter::{Filter, Filtered};
 use super::release::{self, Release};
 use crate::fetch::digest::Digest;
@@ -172,10 +174,13 @@ pub struct Inputs<'a> {
     pub operators: &'a [Selected],
     /// Additional images (install stage).
     pub additional: &'a [String],
-    /// Blocked images: `name` blocks the repository, `name:tag` / `name@digest` one image.
+    /// Blocked images ([`BlockRule`]): a reference without tag or digest blocks the repository,
+    /// `name:tag` / `name@digest` one image; anything else is a regular expression.
     pub blocked: &'a [String],
     /// Filter.
     pub filter: &'a Filter,
+    /// Parts of the image set that were not staged, passed on to the summary.
+    pub not_staged: &'a [NotStaged],
 }
 
 /// Why an image is staged.
@@ -263,6 +268,8 @@ pub struct ImageLists {
     pub blocked: Vec<Blocked>,
     /// Filtered images.
     pub filtered: Vec<Filtered>,
+    /// Parts of the image set that were read but not staged.
+    pub not_staged: Vec<NotStaged>,
 }
 
 /// The release of a set, for the summary.
@@ -371,27 +378,133 @@ fn candidates(inp: &Inputs) -> Result<Vec<Candidate>> {
     Ok(v)
 }
 
-/// The blocked entry matching an image, if any.
-fn blocked_by<'a>(blocked: &'a [String], r: &ImageRef, digest: Option<&Digest>) -> Option<&'a str> {
-    blocked
-        .iter()
-        .find(|b| {
-            let Ok(p) = ImageRef::parse(b) else {
-                return false;
-            };
-            if p.name() != r.name() {
-                return false;
+/// A `blockedImages` entry.
+///
+/// oc-mirror v2 reads every entry as a regular expression (Go's RE2 syntax, which the `regex`
+/// crate shares but for rarities such as `\Q…\E`) and leaves out an image when the expression
+/// matches, anywhere unless anchored, either its reference as found (transport prefix removed)
+/// or its destination in the mirror (`HOST/PATH:TAG`, where a release component's tag is
+/// `VERSION-ARCH-COMPONENT`). prestage does the same with the destination `DEST:TAG` of
+/// `mapping.txt` (`localhost/PATH:4.14.3-x86_64-aws-ebs-csi-driver`), so
+/// `(aws|gcp|azure|ibm|openstack)` drops the cloud components of a release, and `^quay\.io/`,
+/// `.*blocked-image.*` or `alpine` are patterns too. The exception is a plain image reference
+/// that names its registry (`HOST[:PORT]/PATH[:TAG|@DIGEST]`, `docker://` allowed), which keeps
+/// its exact meaning: without tag or digest, every image of that repository; else that tag or
+/// that digest (resolved tags included), and nothing else.
+#[derive(Clone, Debug)]
+pub enum BlockRule {
+    /// A plain reference.
+    Reference {
+        /// The entry as written, `docker://` removed.
+        entry: String,
+        /// The reference.
+        parsed: ImageRef,
+        /// Whether it names a tag.
+        tagged: bool,
+    },
+    /// A regular expression.
+    Pattern {
+        /// The entry as written.
+        entry: String,
+        /// The expression.
+        re: Regex,
+    },
+}
+
+impl BlockRule {
+    /// Reads an entry.
+    pub fn parse(entry: &str) -> Result<BlockRule> {
+        if entry.is_empty() {
+            bail!("empty (as a regular expression it would block every image)");
+        }
+        let r = entry.strip_prefix("docker://").unwrap_or(entry);
+        let names_registry = r.split_once('/').is_some_and(|(first, _)| {
+            first.contains('.') || first.contains(':') || first == "localhost"
+        });
+        if names_registry {
+            if let Ok(parsed) = ImageRef::parse(r) {
+                let (name, _) = r.split_once('@').unwrap_or((r, ""));
+                let tagged = name.rsplit('/').next().unwrap_or_default().contains(':');
+                return Ok(BlockRule::Reference {
+                    entry: r.to_string(),
+                    parsed,
+                    tagged,
+                });
             }
-            let last = b.rsplit('/').next().unwrap_or_default();
-            if let Some(d) = &p.digest {
-                return Some(d) == digest || Some(d) == r.digest.as_ref();
-            }
-            if last.contains(':') {
-                return p.tag.is_some() && p.tag == r.tag;
-            }
-            true
+        }
+        let re = regex::RegexBuilder::new(entry)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| {
+                let e = e
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                anyhow!("`{entry}` is neither an image reference nor a regular expression: {e}")
+            })?;
+        Ok(BlockRule::Pattern {
+            entry: entry.to_string(),
+            re,
         })
-        .map(|s| s.as_str())
+    }
+
+    /// The entry, as kept (a reference without `docker://`).
+    pub fn entry(&self) -> &str {
+        match self {
+            BlockRule::Reference { entry, .. } | BlockRule::Pattern { entry, .. } => entry,
+        }
+    }
+
+    /// Whether it blocks the image `found` (the reference as found, parsed as `r`), staged as
+    /// `dest` (`DEST:TAG`) when that is known, with manifest digest `digest` when known.
+    pub fn blocks(
+        &self,
+        found: &str,
+        r: &ImageRef,
+        dest: Option<&str>,
+        digest: Option<&Digest>,
+    ) -> bool {
+        match self {
+            BlockRule::Reference { parsed, tagged, .. } => {
+                if parsed.name() != r.name() {
+                    return false;
+                }
+                if let Some(d) = &parsed.digest {
+                    return Some(d) == digest || Some(d) == r.digest.as_ref();
+                }
+                if *tagged {
+                    return parsed.tag.is_some() && parsed.tag == r.tag;
+                }
+                true
+            }
+            BlockRule::Pattern { re, .. } => {
+                let found = found.split_once("://").map_or(found, |(_, rest)| rest);
+                re.is_match(found) || dest.is_some_and(|d| re.is_match(d))
+            }
+        }
+    }
+}
+
+fn block_rules(entries: &[String]) -> Result<Vec<BlockRule>> {
+    entries
+        .iter()
+        .map(|e| BlockRule::parse(e).with_context(|| format!("blocked image `{e}`")))
+        .collect()
+}
+
+/// The rule blocking a candidate, if any; `tag` is its destination tag when known.
+fn blocked_by<'a>(
+    rules: &'a [BlockRule],
+    c: &Candidate,
+    tag: Option<&str>,
+    digest: Option<&Digest>,
+) -> Option<&'a str> {
+    let dest = tag.map(|t| format!("localhost/{}:{t}", c.parsed.repository));
+    rules
+        .iter()
+        .find(|b| b.blocks(&c.original, &c.parsed, dest.as_deref(), digest))
+        .map(|b| b.entry())
 }
 
 fn valid_tag(t: &str) -> bool {
@@ -417,12 +530,16 @@ fn natural_tag(c: &Candidate, arch: &str) -> Option<String> {
 /// filtered), normalized and sorted.
 pub fn to_resolve(inp: &Inputs) -> Result<Vec<String>> {
     let arch = release::release_arch(inp.arch)?;
+    let rules = block_rules(inp.blocked)?;
     let mut out = BTreeSet::new();
     for c in candidates(inp)? {
-        if c.parsed.digest.is_some() || blocked_by(inp.blocked, &c.parsed, None).is_some() {
+        if c.parsed.digest.is_some() {
             continue;
         }
         let tag = natural_tag(&c, arch);
+        if blocked_by(&rules, &c, tag.as_deref(), None).is_some() {
+            continue;
+        }
         if inp
             .filter
             .matching(&c.parsed.to_string(), tag.as_deref())
@@ -438,19 +555,24 @@ pub fn to_resolve(inp: &Inputs) -> Result<Vec<String>> {
 /// Builds the lists.
 pub fn build(inp: &Inputs, resolver: &dyn Resolve) -> Result<ImageLists> {
     let arch = release::release_arch(inp.arch)?;
+    let rules = block_rules(inp.blocked)?;
+    let digest_tag = |d: &Digest| format!("sha256-{}", d.hex());
     let mut blocked = BTreeSet::new();
     let mut filtered = BTreeSet::new();
     // Pinned source -> image, merging duplicates.
     let mut by_source: BTreeMap<String, StagedImage> = BTreeMap::new();
     for c in candidates(inp)? {
-        if let Some(b) = blocked_by(inp.blocked, &c.parsed, None) {
+        let tag = natural_tag(&c, arch);
+        let dest_tag = tag
+            .clone()
+            .or_else(|| c.parsed.digest.as_ref().map(digest_tag));
+        if let Some(b) = blocked_by(&rules, &c, dest_tag.as_deref(), None) {
             blocked.insert(Blocked {
                 reference: c.original.clone(),
                 rule: b.to_string(),
             });
             continue;
         }
-        let tag = natural_tag(&c, arch);
         if let Some(p) = inp.filter.matching(&c.parsed.to_string(), tag.as_deref()) {
             filtered.insert(Filtered {
                 reference: c.original.clone(),
@@ -464,7 +586,8 @@ pub fn build(inp: &Inputs, resolver: &dyn Resolve) -> Result<ImageLists> {
                 .resolve(&c.parsed)
                 .with_context(|| format!("resolving {}", c.parsed))?,
         };
-        if let Some(b) = blocked_by(inp.blocked, &c.parsed, Some(&digest)) {
+        let tag = tag.unwrap_or_else(|| digest_tag(&digest));
+        if let Some(b) = blocked_by(&rules, &c, Some(&tag), Some(&digest)) {
             blocked.insert(Blocked {
                 reference: c.original.clone(),
                 rule: b.to_string(),
@@ -472,7 +595,6 @@ pub fn build(inp: &Inputs, resolver: &dyn Resolve) -> Result<ImageLists> {
             continue;
         }
         let source = format!("{}@{digest}", c.parsed.name());
-        let tag = tag.unwrap_or_else(|| format!("sha256-{}", digest.hex()));
         let e = by_source
             .entry(source.clone())
             .or_insert_with(|| StagedImage {
@@ -535,6 +657,7 @@ pub fn build(inp: &Inputs, resolver: &dyn Resolve) -> Result<ImageLists> {
         operators,
         blocked: blocked.into_iter().collect(),
         filtered: filtered.into_iter().collect(),
+        not_staged: inp.not_staged.to_vec(),
     };
     lists.check_pinned()?;
     Ok(lists)
@@ -696,6 +819,144 @@ mod tests {
     }
 
     #[test]
+    fn block_rules() {
+        let rule = |e: &str| BlockRule::parse(e).unwrap();
+        let is_ref = |e: &str| matches!(rule(e), BlockRule::Reference { .. });
+        // References name their registry; everything else is a pattern, as in oc-mirror.
+        assert!(is_ref("registry.example/foo/proxy"));
+        assert!(is_ref("docker://registry.example:5000/foo/proxy:v1"));
+        assert!(is_ref("localhost/foo"));
+        for p in [
+            "alpine",
+            "openshift4/ose-aws",
+            "(aws|gcp|azure|ibm|openstack)",
+            "^blocked-registry.com",
+            ".*blocked-image.*",
+            "registry.example.com/unwanted/.*",
+        ] {
+            assert!(!is_ref(p), "{p}");
+        }
+        assert_eq!(rule("docker://quay.io/a/b").entry(), "quay.io/a/b");
+        let e = BlockRule::parse("a(").unwrap_err().to_string();
+        assert!(
+            e.starts_with("`a(` is neither an image reference nor a regular expression"),
+            "{e}"
+        );
+
+        let r = |s: &str| ImageRef::parse(s).unwrap();
+        let proxy = r("registry.example/foo/proxy:v1");
+        let blocks = |e: &str, found: &str, dest: Option<&str>| {
+            let parsed = r(found.strip_prefix("docker://").unwrap_or(found));
+            rule(e).blocks(found, &parsed, dest, None)
+        };
+        // A reference: its repository exactly, or its tag, or its digest.
+        assert!(blocks(
+            "registry.example/foo/proxy",
+            "registry.example/foo/proxy:v1",
+            None
+        ));
+        assert!(!blocks(
+            "registry.example/foo/proxy",
+            "registry.example/foo/proxy-init:v1",
+            None
+        ));
+        assert!(!blocks(
+            "registry.example/foo/proxy:v2",
+            "registry.example/foo/proxy:v1",
+            None
+        ));
+        assert!(blocks(
+            "registry.example/foo/proxy:v1",
+            "registry.example/foo/proxy:v1",
+            None
+        ));
+        let pinned = format!("registry.example/foo/proxy@{}", d(7));
+        assert!(rule(&pinned).blocks("registry.example/foo/proxy:v1", &proxy, None, Some(&d(7))));
+        assert!(!rule(&pinned).blocks("registry.example/foo/proxy:v1", &proxy, None, Some(&d(8))));
+        // A pattern: anywhere in the reference as found, or in DEST:TAG.
+        assert!(blocks(
+            r"registry\.example/foo/pro",
+            "registry.example/foo/proxy:v1",
+            None
+        ));
+        assert!(blocks(
+            "proxy",
+            "docker://registry.example/foo/proxy:v1",
+            None
+        ));
+        assert!(!blocks(
+            "^docker",
+            "docker://registry.example/foo/proxy:v1",
+            None
+        ));
+        let dest = Some("localhost/ocp/art-dev:4.14.3-x86_64-aws-ebs-csi-driver");
+        let art = format!("quay.io/ocp/art-dev@{}", d(9));
+        assert!(!blocks("(aws|gcp)", &art, None));
+        assert!(blocks("(aws|gcp)", &art, dest));
+        assert!(!blocks("(azure|gcp)", &art, dest));
+    }
+
+    #[test]
+    fn blocked_patterns_in_the_lists() {
+        let rel = release();
+        let rule = DiscoveryRule::builtin().unwrap();
+        let cat = catalog();
+        let ops = cat.select("foo", None, None, None).unwrap();
+        let additional = vec![img("foo/proxy-extra", 2)];
+        let blocked = vec![
+            // The aws component (by its tag) and foo's op image (by its reference).
+            "(aws|gcp|azure|ibm|openstack)".to_string(),
+            "foo/op@".to_string(),
+            // A reference: the repository, not `proxy-extra`.
+            "registry.example/foo/proxy".to_string(),
+        ];
+        let a = AssistedImages::default();
+        let inp = Inputs {
+            releases: std::slice::from_ref(&rel),
+            arch: "amd64",
+            assisted: &a,
+            rule: &rule,
+            operators: &ops,
+            additional: &additional,
+            blocked: &blocked,
+            filter: &Filter::default(),
+            not_staged: &[],
+        };
+        let l = build(&inp, &resolver()).unwrap();
+        let got: Vec<(&str, &str)> = l
+            .blocked
+            .iter()
+            .map(|b| (b.reference.as_str(), b.rule.as_str()))
+            .collect();
+        let aws = format!("{ART}@{}", d(0x60));
+        let (op, proxy) = (img("foo/op", 17), img("foo/proxy", 18));
+        assert_eq!(
+            got,
+            [
+                (aws.as_str(), "(aws|gcp|azure|ibm|openstack)"),
+                (op.as_str(), "foo/op@"),
+                (proxy.as_str(), "registry.example/foo/proxy")
+            ]
+        );
+        let ocp = l.install_txt();
+        assert!(ocp.contains(&img("foo/proxy-extra", 2)), "{ocp}");
+        assert!(
+            !ocp.contains(&aws) && ocp.contains(&format!("{ART}@{}", d(0x61))),
+            "{ocp}"
+        );
+        // Blocked images are not resolved either.
+        let tagged = vec!["registry.example/tools/aws-cli:latest".to_string()];
+        let inp = Inputs {
+            additional: &tagged,
+            ..inp
+        };
+        assert!(!to_resolve(&inp)
+            .unwrap()
+            .iter()
+            .any(|r| r.contains("aws-cli")));
+    }
+
+    #[test]
     fn stage_lists_and_mapping() {
         let rel = release();
         let rule = DiscoveryRule::builtin().unwrap();
@@ -724,6 +985,7 @@ mod tests {
             additional: &additional,
             blocked: &blocked,
             filter: &filter,
+            not_staged: &[],
         };
         assert_eq!(
             to_resolve(&inp).unwrap(),
@@ -862,6 +1124,7 @@ mod tests {
             additional: &[],
             blocked: &[],
             filter: &filter,
+            not_staged: &[],
         };
         let l = build(&inp, &resolver()).unwrap();
         let h = |n: u8| format!("{n:02x}").repeat(32);
@@ -906,6 +1169,7 @@ mod tests {
             additional: &additional,
             blocked: &[],
             filter: &filter,
+            not_staged: &[],
         };
         let e = format!("{:#}", build(&inp, &Resolved::default()).unwrap_err());
         assert!(

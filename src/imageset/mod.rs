@@ -5,6 +5,7 @@
 //! - [`release`]: the release payload's `image-references` and release image names;
 //! - [`catalog`]: file-based operator catalogs and bundle selection;
 //! - [`config`]: oc-mirror `ImageSetConfiguration` (v1alpha2, v2alpha1) and plain list files;
+//! - [`keys`]: struct keys matched as Go's `encoding/json` matches them (case-insensitively);
 //! - [`filter`]: regular-expression filter files;
 //! - [`graph`]: release channels resolved through the update graph;
 //! - [`lists`]: the discovery and install lists, `mapping.txt` and the JSON summary;
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod filter;
 pub mod graph;
+pub mod keys;
 pub mod layers;
 pub mod lists;
 pub mod release;

@@ -154,11 +154,11 @@ impl Puller {
 
 /// The releases of an image set, channels resolved through the update graph: each as a spec
 /// without channel ranges (for the effective `imageset.yaml`) and the reference to pull.
-/// `tls` gives the TLS configuration for the update service's host.
+/// `http` gives the HTTP client for the update service's host.
 fn resolve_releases(
     set: &ImageSet,
     a: &Request,
-    tls: &dyn Fn(&str) -> Result<std::sync::Arc<rustls::ClientConfig>>,
+    http: &dyn Fn(&str) -> Result<crate::fetch::http::HttpClient>,
 ) -> Result<Vec<(ReleaseSpec, String)>> {
     let base = Some(a.release_base.as_str()).filter(|b| !b.is_empty());
     let source = GraphSource::parse(
@@ -183,7 +183,7 @@ fn resolve_releases(
             )),
             ReleaseSpec::Channel(range) => {
                 let g = source
-                    .load(&range.name, &set.arch, tls)
+                    .load(&range.name, &set.arch, http)
                     .with_context(|| format!("release channel {}", range.name))?;
                 let chosen = g.select(range)?;
                 if !a.quiet {
@@ -303,17 +303,7 @@ fn select_operators(p: &Puller, set: &ImageSet) -> Result<Vec<Selected>> {
         let cat = catalog::from_files(&o.catalog, &files, &labels)?;
         let mut picked = Vec::new();
         for pkg in &o.packages {
-            if !pkg.bundles.is_empty() {
-                picked.extend(cat.select_bundles(&pkg.name, &pkg.bundles)?);
-            }
-            for ch in &pkg.channels {
-                picked.extend(cat.select(
-                    &pkg.name,
-                    ch.name.as_deref(),
-                    ch.min_version.as_deref(),
-                    ch.max_version.as_deref(),
-                )?);
-            }
+            picked.extend(cat.select_package(pkg, o.full)?);
         }
         if !o.skip_dependencies {
             let deps = cat.dependencies(&picked)?;
@@ -360,7 +350,7 @@ pub fn resolve(a: &Request, store: Store, conn: Connection) -> Result<Resolution
             set.arch.clone()
         },
     };
-    let chosen = resolve_releases(&set, a, &|host| puller.conn.tls_config(host))?;
+    let chosen = resolve_releases(&set, a, &|host| puller.conn.http(host))?;
     // The releases and the catalogs are read, so they are pulled first.
     let mut first: Vec<String> = chosen.iter().map(|(_, r)| r.clone()).collect();
     first.extend(set.operators.iter().map(|o| o.catalog.clone()));
@@ -405,6 +395,7 @@ pub fn resolve(a: &Request, store: Store, conn: Connection) -> Result<Resolution
         additional: &set.additional_images,
         blocked: &set.blocked_images,
         filter: &filter,
+        not_staged: &set.not_staged,
     };
     let unresolved = lists::to_resolve(&inputs)?;
     // What the first pull resolved stays as read (a tag moving meanwhile changes nothing).

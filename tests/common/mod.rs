@@ -235,7 +235,7 @@ pub fn assert_one_line_error(r: &Run, hide: &Path, needles: &[&str]) -> String {
 }
 
 /// Asserts that `dir` holds neither `name` nor prestage's temporary `.name.partial-*` and
-/// `.name.work-*` files.
+/// `.name.work-*` files, nor its `.name.lock`.
 pub fn assert_no_output(dir: &Path, name: &str) {
     assert!(
         !dir.join(name).exists(),
@@ -250,11 +250,12 @@ pub fn assert_no_output(dir: &Path, name: &str) {
     );
 }
 
-/// prestage's temporary files for output `name` in `dir`.
+/// prestage's temporary files for output `name` in `dir` (and its lock file), sorted.
 pub fn temp_leftovers(dir: &Path, name: &str) -> Vec<String> {
     let partial = format!(".{name}.partial-");
     let work = format!(".{name}.work-");
-    fs::read_dir(dir)
+    let lock = format!(".{name}.lock");
+    let mut v: Vec<String> = fs::read_dir(dir)
         .expect("listing the output directory")
         .map(|e| {
             e.expect("listing the output directory")
@@ -262,8 +263,10 @@ pub fn temp_leftovers(dir: &Path, name: &str) -> Vec<String> {
                 .to_string_lossy()
                 .into_owned()
         })
-        .filter(|n| n.starts_with(&partial) || n.starts_with(&work))
-        .collect()
+        .filter(|n| n.starts_with(&partial) || n.starts_with(&work) || *n == lock)
+        .collect();
+    v.sort();
+    v
 }
 
 /// Writes `text` to `dir/name` and returns the path.

@@ -158,6 +158,14 @@ pub struct RegistryOptions<'a> {
     pub htpasswd: Option<(&'a str, &'a str)>,
     /// Storage directory (shared with another registry instance), else a new one.
     pub storage: Option<PathBuf>,
+    /// Write the access log (one line per request) into `registry.log`.
+    pub access_log: bool,
+    /// With `tls`: require client certificates issued by the CAs of this file
+    /// (`http.tls.clientcas`).
+    pub client_ca: Option<&'a Path>,
+    /// Token auth (`auth.token`): realm URL, service, issuer, and the certificate bundle whose
+    /// keys sign the tokens.
+    pub token: Option<(&'a str, &'a str, &'a str, &'a Path)>,
 }
 
 /// A running `docker-registry`, killed on drop.
@@ -166,6 +174,8 @@ pub struct Registry {
     pub port: u16,
     /// Its storage directory.
     pub storage: PathBuf,
+    /// Its log (and access log, when enabled).
+    pub log: PathBuf,
     child: Child,
 }
 
@@ -191,10 +201,11 @@ impl Registry {
         std::fs::create_dir_all(&storage).unwrap();
         let port = free_port();
         let mut cfg = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: {}\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  \
              maintenance:\n    uploadpurging:\n      enabled: false\n\
              http:\n  addr: 127.0.0.1:{port}\n  secret: prestage-test-secret\n",
+            !opts.access_log,
             storage.display()
         );
         if let Some(ca) = opts.tls {
@@ -202,6 +213,16 @@ impl Registry {
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 ca.server_crt.display(),
                 ca.server_key.display()
+            );
+            if let Some(c) = opts.client_ca {
+                cfg += &format!("    clientcas:\n      - {}\n", c.display());
+            }
+        }
+        if let Some((realm, service, issuer, bundle)) = opts.token {
+            cfg += &format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    \
+                 issuer: {issuer}\n    rootcertbundle: {}\n",
+                bundle.display()
             );
         }
         if let Some((user, pass)) = opts.htpasswd {
@@ -232,6 +253,7 @@ impl Registry {
         let mut reg = Registry {
             port,
             storage,
+            log: dir.join("registry.log"),
             child,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -257,6 +279,18 @@ impl Registry {
     /// `127.0.0.1:PORT`.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The blob GET requests in the access log so far (`RegistryOptions::access_log`), as
+    /// their request paths.
+    pub fn blob_gets(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split('"').nth(1))
+            .filter(|r| r.starts_with("GET /v2/") && r.contains("/blobs/"))
+            .map(|r| r.split_whitespace().nth(1).unwrap_or_default().to_string())
+            .collect()
     }
 
     /// Plain-HTTP base URL (for registries without TLS).
@@ -288,9 +322,13 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_prestage"))
 }
 
-/// A `prestage` command with an environment that cannot pick up this machine's auth files or
-/// registries.conf.
+/// A `prestage` command with an environment that cannot pick up this machine's auth files,
+/// registries.conf (an empty one of its own, without drop-ins) or proxies.
 pub fn prestage(home: &Path) -> Command {
+    let conf = home.join("no-registries.conf");
+    if !conf.exists() {
+        std::fs::write(&conf, "").unwrap();
+    }
     let mut c = Command::new(bin());
     c.env("HOME", home)
         .env("XDG_CACHE_HOME", home.join("cache"))
@@ -299,8 +337,18 @@ pub fn prestage(home: &Path) -> Command {
             home.join("no-registries.conf"),
         )
         .env_remove("REGISTRY_AUTH_FILE")
-        .env_remove("XDG_RUNTIME_DIR")
-        .stdin(Stdio::null());
+        .env_remove("XDG_RUNTIME_DIR");
+    for v in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        c.env_remove(v);
+    }
+    c.stdin(Stdio::null());
     c
 }
 

@@ -79,7 +79,7 @@ fn make_tree(dir: &Path) -> Result<u64> {
 }
 
 /// Runs a command, returning (seconds, peak RSS in KiB).
-fn measure(cmd: &mut Command) -> Result<(f64, u64)> {
+pub fn measure(cmd: &mut Command) -> Result<(f64, u64)> {
     let t = Instant::now();
     let child = cmd
         .current_dir(root())
@@ -101,7 +101,7 @@ fn measure(cmd: &mut Command) -> Result<(f64, u64)> {
     Ok((secs, usage.ru_maxrss as u64))
 }
 
-fn drop_caches() {
+pub fn drop_caches() {
     let _ = Command::new("sync").status();
     let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
 }

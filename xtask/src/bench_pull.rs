@@ -24,14 +24,14 @@ use crate::{cargo, root, run};
 const MIB: usize = 1 << 20;
 const IMAGES: usize = 12;
 
-fn data(seed: u64, len: usize) -> Vec<u8> {
+pub fn data(seed: u64, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len.div_ceil(8) * 8];
     Noise::new(seed).fill(&mut v);
     v.truncate(len);
     v
 }
 
-fn sha256(b: &[u8]) -> String {
+pub fn sha256(b: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)))
 }
 
@@ -43,13 +43,15 @@ fn free_port() -> Result<u16> {
 }
 
 /// A docker-registry on 127.0.0.1, killed on drop.
-struct Registry {
-    port: u16,
+pub struct Registry {
+    /// Port on 127.0.0.1.
+    pub port: u16,
     child: Child,
 }
 
 impl Registry {
-    fn start(dir: &Path) -> Result<Registry> {
+    /// Starts a registry whose storage is `dir/storage` (kept between runs).
+    pub fn start(dir: &Path) -> Result<Registry> {
         let port = free_port()?;
         let storage = dir.join("storage");
         std::fs::create_dir_all(&storage)
@@ -143,7 +145,7 @@ impl Relay {
     }
 }
 
-fn push_blob(agent: &ureq::Agent, base: &str, repo: &str, bytes: &[u8]) -> Result<String> {
+pub fn push_blob(agent: &ureq::Agent, base: &str, repo: &str, bytes: &[u8]) -> Result<String> {
     let digest = sha256(bytes);
     let r = agent
         .post(&format!("{base}/v2/{repo}/blobs/uploads/"))
@@ -210,7 +212,7 @@ fn push_images(port: u16, relay_port: u16) -> Result<(Vec<String>, u64, u64)> {
     Ok((refs, unique.values().sum(), total))
 }
 
-fn prestage_bin() -> PathBuf {
+pub fn prestage_bin() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"))
@@ -254,6 +256,8 @@ pub fn pull(args: &[&str]) -> Result<()> {
 
     eprintln!("prestage pull, --jobs {jobs}");
     relay.take();
+    // An empty registries.conf of its own: no mirrors of this machine's.
+    std::fs::write(dir.join("none.conf"), "").context("writing none.conf")?;
     let t = Instant::now();
     let st = Command::new(prestage_bin())
         .args(["pull", "-q", "--json", "--jobs", &jobs.to_string()])

@@ -32,6 +32,10 @@ pub const CI: Needs = &[
     ("docker-registry", "docker-registry"),
     ("htpasswd", "apache2-utils"),
     ("openssl", "openssl"),
+    ("bmaptool", "bmap-tools"),
+    ("pigz", "pigz"),
+    ("tinyproxy", "tinyproxy"),
+    ("unshare", "util-linux"),
     // The node tests: the consumers of the generated files, and the node's own tools.
     ("ignition-validate", "ignition"),
     ("/usr/lib/dracut/modules.d/30ignition/ignition", "ignition"),
@@ -41,7 +45,6 @@ pub const CI: Needs = &[
     ("virt-install", "virtinst"),
     ("virsh", "libvirt-clients"),
     ("losetup", "mount"),
-    ("unshare", "util-linux"),
     // tests/coreos-installer (coreos-installer's library) links these.
     ("pkg-config", "pkg-config"),
     ("/usr/include/zstd.h", "libzstd-dev"),
@@ -58,7 +61,8 @@ fn on_path(tool: &str) -> bool {
         .any(|d| d.join(tool).is_file())
 }
 
-fn is_root() -> bool {
+/// Whether this runs as root.
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

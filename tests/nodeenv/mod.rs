@@ -333,11 +333,7 @@ impl Node {
     /// run comes near the bound).
     pub fn load(&self, loader: &Path) -> Run {
         let r = self.sh(&format!("exec timeout 900 {}", loader.display()));
-        crate::note!(
-            "{}: {}",
-            loader.file_name().unwrap_or_default().to_string_lossy(),
-            summary(&r)
-        );
+        crate::note!("{}", summary(&r));
         r
     }
 

@@ -6,9 +6,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use super::{inspect, NodeSet};
-use crate::build::beside;
-
 /// `prestage node` arguments.
 #[derive(Args, Debug, Clone)]
 pub struct NodeArgs {
@@ -29,13 +26,7 @@ pub struct NodeArgs {
 
 /// Runs `prestage node`.
 pub fn run(a: NodeArgs) -> Result<()> {
-    let found = inspect::inspect(&a.image, a.label.as_deref())?;
-    let dir = a
-        .output
-        .clone()
-        .unwrap_or_else(|| beside(&a.image, ".node"));
-    let node = NodeSet::new(&found.label)?.for_image(&a.image, found.image_format, found.disk_size);
-    node.write(found.format, &dir)?;
+    let (found, dir) = super::regenerate(&a.image, a.output.as_deref(), a.label.as_deref())?;
     if !a.quiet {
         eprintln!(
             "{}: {} payload on the partition labelled `{}`; node files: {}",

@@ -190,6 +190,30 @@ impl NodeSet {
     }
 }
 
+/// `prestage node`: writes the node files of the image prestage built at `image` into `dir`
+/// (default `IMAGE.node`), its payload format and label read from the image (the partition
+/// `label` when given). Holds the image's output lock, so it never races a build of it.
+pub fn regenerate(
+    image: &Path,
+    dir: Option<&Path>,
+    label: Option<&str>,
+) -> Result<(inspect::Found, PathBuf)> {
+    let lock = crate::compose::output::OutputLock::acquire(image)?;
+    let found = inspect::inspect(image, label)?;
+    let dir = dir.map_or_else(|| crate::build::beside(image, ".node"), Path::to_path_buf);
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Some(n) = dir.file_name().filter(|_| parent == lock.dir()) {
+        lock.sweep(&n.to_string_lossy())?;
+    }
+    NodeSet::new(&found.label)?
+        .for_image(image, found.image_format, found.disk_size)
+        .write(found.format, &dir)?;
+    Ok((found, dir))
+}
+
 /// `README.txt` of `OUT.node/`.
 fn readme(what: &str, lab: bool) -> String {
     let mut rows = vec![

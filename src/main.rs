@@ -1,12 +1,12 @@
 //! The `prestage` command line: parses the subcommands and hands each to its stage's `cli`
-//! module (`build`, `plan`, `images`, `pull`, `store`, `compose`, `verify`).
+//! module (`build`, `plan`, `node`, `images`, `pull`, `store`, `compose`, `verify`).
 
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use prestage::{build, compose, fetch, imageset};
+use prestage::{build, compose, fetch, imageset, node};
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +25,9 @@ enum Command {
     Build(Box<build::cli::BuildArgs>),
     /// Say, before anything is downloaded, what a build needs and whether the layout fits it.
     Plan(Box<build::cli::PlanArgs>),
+    /// Write the node files (loaders, Ignition overrides, Assisted Service and SiteConfig
+    /// settings) of an image already built, read from the image itself.
+    Node(node::cli::NodeArgs),
     /// Resolve a release, operators and extra images into the lists the node loads.
     Images(Box<imageset::cli::ImagesArgs>),
     /// Pull images from registries or local copies into the store.
@@ -58,6 +61,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build(a) => build::cli::build(*a, mtime()?),
         Command::Plan(a) => build::cli::plan(*a, mtime()?),
+        Command::Node(a) => node::cli::run(a),
         Command::Images(a) => imageset::cli::run(*a),
         Command::Pull(a) => fetch::cli::pull(a),
         Command::Store { command } => fetch::cli::store(command),

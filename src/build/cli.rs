@@ -186,7 +186,8 @@ pub fn build(a: BuildArgs, mtime: i64) -> Result<()> {
     };
     let req = a.common.request(vec![a.payload.into()], mtime)?;
     let prepared = a.common.prepare(&req)?;
-    let node = crate::node::NodeSet::new(&req.label)?.for_image(&a.output, format);
+    let node =
+        crate::node::NodeSet::new(&req.label)?.for_image(&a.output, format, req.layout.disk_size);
     let out = Output {
         image: a.output.clone(),
         format,

@@ -5,15 +5,18 @@
 #
 # Usage: @PROG@ [--label LABEL] [--jobs N] [--retries N]
 #
-# - finds the partition as /dev/disk/by-partlabel/LABEL; reuses a mount of it, else mounts it
-#   itself (@MOUNT_DOC@) on a directory it creates, and unmounts it afterwards;
+# - finds the partition as /dev/disk/by-partlabel/LABEL (waiting up to 30 s for udev); reuses a
+#   mount of it, else mounts it itself (@MOUNT_DOC@) on a directory it creates, and unmounts it
+#   afterwards; a mount point it cannot unmount is left as it is, never removed;
 # - reads @LIST@ and mapping.txt from the partition root; lines that are not image references
 #   are reported and skipped, and no line is ever run or expanded by the shell;
-# - skips images already stored under their exact name (their manifest digest checked);
-# - loads with at most --jobs images at once (default: the CPU count), retrying each failed
-#   image itself up to --retries times, and checks the stored digest of each;
-# - ends with one summary line and exits non-zero when an image failed to load (the others
-#   are still loaded); it removes only the directories it created.
+# - skips an image already stored under its exact name with its digest (in the discovery stage
+#   also under the tag mapping.txt gives it); a tag reference is skipped when that name exists;
+# - loads at most --jobs images at once (default: the CPU count, at least 1), retrying each
+#   failed image itself up to --retries times, and checks the digest stored for each;
+# - ends with one summary line and exits 1 when an image failed to load or a list line was
+#   refused (the others are still loaded), 2 when nothing could be loaded; it removes only the
+#   directories it created.
 
 set -u -o pipefail
 shopt -s nullglob
@@ -32,7 +35,7 @@ log() { printf '%s: %s\n' "${PROG}" "$*" >&2; }
 die() { log "FAIL: $*"; exit 2; }
 
 usage() {
-    printf 'Usage: %s [--label LABEL] [--jobs N] [--retries N]\n' "${PROG}"
+    printf 'Usage: %s [--label LABEL] [--jobs N] [--retries N]\n' "${PROG}" >&2
     exit "${1:-2}"
 }
 
@@ -50,29 +53,43 @@ while [ "$#" -gt 0 ]; do
 done
 
 [[ ${LABEL} =~ ^[A-Za-z0-9._-]{1,36}$ ]] || die "--label: $(printf '%q' "${LABEL}") is not a partition label ([A-Za-z0-9._-], at most 36)"
-if [ -z "${JOBS}" ]; then
-    JOBS=$(nproc 2>/dev/null || echo 1)
+if [ -n "${JOBS}" ]; then
+    [[ ${JOBS} =~ ^[0-9]{1,4}$ && ${JOBS} -ge 1 ]] || die "--jobs: $(printf '%q' "${JOBS}") is not a number from 1"
+else
+    JOBS=$(nproc 2>/dev/null)
+    [[ ${JOBS} =~ ^[0-9]{1,4}$ && ${JOBS} -ge 1 ]] || JOBS=1
 fi
-[[ ${JOBS} =~ ^[0-9]+$ ]] || die "--jobs: $(printf '%q' "${JOBS}") is not a number"
-[ "${JOBS}" -ge 1 ] || JOBS=1
-[[ ${RETRIES} =~ ^[0-9]+$ && ${RETRIES} -ge 1 ]] || die "--retries: must be a number of at least 1"
+[[ ${RETRIES} =~ ^[0-9]{1,3}$ && ${RETRIES} -ge 1 ]] || die "--retries: $(printf '%q' "${RETRIES}") is not a number from 1"
 
-for tool in skopeo findmnt mount umount mktemp sha256sum; do
+for tool in skopeo findmnt mount umount mktemp readlink sha256sum @TOOLS@; do
     command -v "${tool}" >/dev/null 2>&1 || die "${tool} is not installed"
 done
 
 DEV=/dev/disk/by-partlabel/${LABEL}
+for _ in $(seq 30); do
+    [ -b "${DEV}" ] && break
+    sleep 1
+done
 [ -b "${DEV}" ] || die "${DEV}: no such partition"
+REAL_DEV=$(readlink -f -- "${DEV}") || die "${DEV}: cannot resolve"
 
-# Everything this run creates lives under WORK (removed at exit) or is its own mount point
-# (removed with rmdir, which only removes an empty directory, after a successful umount).
-WORK=$(mktemp -d /tmp/prestage-load.XXXXXX) || die "cannot create a work directory"
+# Everything this run creates lives under WORK (removed at exit), in SCRATCH (its own
+# directory, removed at exit) or is its own mount point (removed with rmdir, which removes only
+# an empty directory, and only after a successful umount).
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/prestage-load.XXXXXX") || die "cannot create a work directory"
 MNT=
 MOUNTED=
 SCRATCH=
 
 cleanup() {
-    local rc=$?
+    local rc=$? pids
+    trap - EXIT INT TERM HUP
+    jobs -rp > "${WORK}/left" 2>/dev/null
+    mapfile -t pids < "${WORK}/left"
+    if [ "${#pids[@]}" -gt 0 ]; then
+        kill -TERM "${pids[@]}" 2>/dev/null
+        wait
+    fi
     cd / || true
     if [ -n "${SCRATCH}" ] && [ -d "${SCRATCH}" ]; then
         rm -rf -- "${SCRATCH}"
@@ -81,25 +98,33 @@ cleanup() {
         if umount -- "${MNT}"; then
             rmdir -- "${MNT}" 2>/dev/null || log "left ${MNT} in place: not empty"
         else
-            log "could not unmount ${MNT}; it is left mounted"
+            log "could not unmount ${MNT}; it is left mounted, nothing on it was removed"
         fi
     fi
     rm -rf -- "${WORK}"
     exit "${rc}"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 # The partition: a mount of it that exists, or our own.
-MNT=$(findmnt -rn -o TARGET -S "${DEV}" 2>/dev/null | head -n 1)
+MNT=$(findmnt -rn -o TARGET -S "${REAL_DEV}" 2>/dev/null | head -n 1)
 MNT=$(printf '%b' "${MNT}")
 if [ -z "${MNT}" ]; then
-    MNT=$(mktemp -d /tmp/prestage-data.XXXXXX) || die "cannot create a mount point"
-    MOUNTED=1
-    if ! mount -o "@MOUNT_MODE@" -- "${DEV}" "${MNT}"; then
-        MOUNTED=
+    MNT=$(mktemp -d "${TMPDIR:-/tmp}/prestage-data.XXXXXX") || die "cannot create a mount point"
+    # nouuid: a second disk flashed from the same image must not make the mount fail.
+    MOUNT_OPTIONS=(@MOUNT_OPTIONS@)
+    for opts in "${MOUNT_OPTIONS[@]}"; do
+        if mount -t xfs -o "${opts}" -- "${REAL_DEV}" "${MNT}" 2>"${WORK}/mount.err"; then
+            MOUNTED=1
+            break
+        fi
+    done
+    if [ -z "${MOUNTED}" ]; then
         rmdir -- "${MNT}"
-        die "cannot mount ${DEV}"
+        die "cannot mount ${DEV}: $(head -c 300 "${WORK}/mount.err")"
     fi
 fi
 cd -- "${MNT}" || die "cannot enter ${MNT}"
@@ -115,6 +140,7 @@ TAG_RE='^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$'
 tag_of() {
     local ref=$1 line
     while IFS= read -r line || [ -n "${line}" ]; do
+        line=${line%$'\r'}
         if [[ ${line} == "${ref}="* ]]; then
             line=${line##*:}
             [[ ${line} =~ ${TAG_RE} ]] && printf '%s' "${line}"
@@ -123,11 +149,33 @@ tag_of() {
     done < mapping.txt
 }
 
-# The digest stored under a reference, or nothing.
+# The digest of the manifest stored under a name, or nothing.
 stored_digest() {
     local raw
     raw=$(skopeo inspect --raw "containers-storage:$1" 2>/dev/null) || return 0
     printf '%s' "${raw}" | sha256sum | cut -d' ' -f1
+}
+
+# The digest of the image config stored under a name, or nothing: a tag stored from a manifest
+# list names the platform's image, whose manifest is not the list but whose config is the same.
+stored_config() {
+    local raw
+    raw=$(skopeo inspect --raw --config "containers-storage:$1" 2>/dev/null) || return 0
+    printf '%s' "${raw}" | sha256sum | cut -d' ' -f1
+}
+
+# Whether an image is stored under all its names: a digest reference with that digest (and in
+# the discovery stage its tag naming the same image), a tag reference under that name.
+present() {
+    local ref=$1 tag=$2 config
+    if [[ ${ref} == *@sha256:* ]]; then
+        [ "$(stored_digest "${ref}")" = "${ref##*@sha256:}" ] || return 1
+        [ -n "${tag}" ] || return 0
+        config=$(stored_config "${ref}")
+        [ -n "${config}" ] && [ "$(stored_config "${ref%@*}:${tag}")" = "${config}" ]
+    else
+        skopeo inspect --raw "containers-storage:${ref}" >/dev/null 2>&1
+    fi
 }
 
 # Copies the image's source (per format) to one destination.
@@ -139,46 +187,50 @@ copy_to() {
     esac
 }
 
-# Loads one image, retrying it; writes loaded|failed into the status file.
+# Loads one image, retrying it; writes loaded|skipped|failed into its status file.
 load_one() {
-    local ref=$1 status=$2 name want got src tag attempt err
+    local ref=$1 status=$2 name want got src tag attempt err t0=${SECONDS}
     name=${ref##*/}
     name=${name/:/_}
     want=
     [[ ${ref} == *@sha256:* ]] && want=${ref##*@sha256:}
+    tag=
+    [ "${STAGE}" = ai ] && tag=$(tag_of "${ref}")
+    if present "${ref}" "${tag}"; then
+        echo skipped > "${status}"
+        return 0
+    fi
     err=${WORK}/err.${status##*/}
     for ((attempt = 1; attempt <= RETRIES; attempt++)); do
+        [ "${attempt}" -gt 1 ] && sleep "$((attempt - 1))"
         case "${FORMAT}" in
             shared) src=${TREE}/${name} ;;
             ztp)
                 src=${SCRATCH}/${name}
                 rm -rf -- "${src}"
-                if ! tar -xzf "${MNT}/${name}.tgz" -C "${SCRATCH}" 2>"${err}"; then
+                if ! tar -xzf "${MNT}/${name}.tgz" -C "${SCRATCH}" --no-same-owner 2>"${err}"; then
                     log "${ref}: cannot extract ${name}.tgz (attempt ${attempt}): $(head -c 300 "${err}")"
                     continue
                 fi
                 ;;
         esac
-        if copy_to "${src}" "${ref}" 2>"${err}"; then
-            got=$(stored_digest "${ref}")
-            if [ -n "${want}" ] && [ "${got}" != "${want}" ]; then
-                log "${ref}: stored with digest sha256:${got:-none}, not sha256:${want} (attempt ${attempt})"
-                continue
-            fi
-            tag=
-            [ "${STAGE}" = ai ] && tag=$(tag_of "${ref}")
-            if [ -n "${tag}" ]; then
-                if ! copy_to "${src}" "${ref%@*}:${tag}" 2>"${err}"; then
-                    log "${ref}: cannot store the tag ${tag} (attempt ${attempt}): $(head -c 300 "${err}")"
-                    continue
-                fi
-            fi
-            [ "${FORMAT}" = ztp ] && rm -rf -- "${src}"
-            echo loaded > "${status}"
-            return 0
+        if ! copy_to "${src}" "${ref}" 2>"${err}"; then
+            log "${ref}: copy failed (attempt ${attempt}): $(head -c 300 "${err}")"
+            continue
         fi
-        log "${ref}: copy failed (attempt ${attempt}): $(head -c 300 "${err}")"
-        [ "${attempt}" -lt "${RETRIES}" ] && sleep "${attempt}"
+        got=$(stored_digest "${ref}")
+        if [ -n "${want}" ] && [ "${got}" != "${want}" ]; then
+            log "${ref}: stored with digest sha256:${got:-none}, not sha256:${want} (attempt ${attempt})"
+            continue
+        fi
+        if [ -n "${tag}" ] && ! copy_to "${src}" "${ref%@*}:${tag}" 2>"${err}"; then
+            log "${ref}: cannot store the tag ${tag} (attempt ${attempt}): $(head -c 300 "${err}")"
+            continue
+        fi
+        [ "${FORMAT}" = ztp ] && rm -rf -- "${src}"
+        log "loaded ${ref} in $((SECONDS - t0)) s"
+        echo loaded > "${status}"
+        return 0
     done
     [ "${FORMAT}" = ztp ] && rm -rf -- "${SCRATCH:?}/${name}"
     echo failed > "${status}"
@@ -193,7 +245,7 @@ for i in "${!LINES[@]}"; do
     line=${LINES[$i]%$'\r'}
     [[ -z ${line} || ${line} == \#* ]] && continue
     if ! [[ ${line} =~ ${REF_RE} ]]; then
-        log "${LIST}:$((i + 1)): not an image reference, skipped: $(printf '%q' "${line}")"
+        log "${LIST}:$((i + 1)): not an image reference, refused: $(printf '%q' "${line}")"
         BAD=$((BAD + 1))
         continue
     fi
@@ -203,33 +255,29 @@ for i in "${!LINES[@]}"; do
 done
 
 TOTAL=${#REFS[@]}
-log "loading ${TOTAL} images from ${DEV} (${FORMAT} payload), ${JOBS} at a time"
-SKIPPED=0
+log "${TOTAL} images to load from ${DEV} (${FORMAT} payload), ${JOBS} at a time"
 for i in "${!REFS[@]}"; do
-    ref=${REFS[$i]}
-    want=
-    [[ ${ref} == *@sha256:* ]] && want=${ref##*@sha256:}
-    if [ -n "${want}" ] && [ "$(stored_digest "${ref}")" = "${want}" ]; then
-        SKIPPED=$((SKIPPED + 1))
-        continue
-    fi
-    # Block (never poll) while the pool is full.
-    while [ "$(jobs -rp | wc -l)" -ge "${JOBS}" ]; do
+    # Block (never poll) while the pool is full: `wait -n` returns when one job ends.
+    while :; do
+        jobs -rp > "${WORK}/running"
+        mapfile -t running < "${WORK}/running"
+        [ "${#running[@]}" -lt "${JOBS}" ] && break
         wait -n
     done
     echo failed > "${WORK}/status.${i}"
-    load_one "${ref}" "${WORK}/status.${i}" &
+    load_one "${REFS[$i]}" "${WORK}/status.${i}" &
 done
 wait
 
 LOADED=0
+SKIPPED=0
 FAILED=0
 for i in "${!REFS[@]}"; do
-    [ -f "${WORK}/status.${i}" ] || continue
     case "$(cat "${WORK}/status.${i}")" in
         loaded) LOADED=$((LOADED + 1)) ;;
+        skipped) SKIPPED=$((SKIPPED + 1)) ;;
         *) FAILED=$((FAILED + 1)); log "not loaded: ${REFS[$i]}" ;;
     esac
 done
-log "${LOADED} loaded, ${SKIPPED} skipped, ${FAILED} failed of ${TOTAL} images, ${BAD} list lines refused, in $((SECONDS - START)) s"
+log "summary: ${LOADED} loaded, ${SKIPPED} skipped, ${FAILED} failed of ${TOTAL} images, ${BAD} list lines refused, in $((SECONDS - START)) s"
 [ "${FAILED}" -eq 0 ] && [ "${BAD}" -eq 0 ]

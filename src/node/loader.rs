@@ -5,7 +5,7 @@
 //! What they do and refuse is documented at the top of the template. They need only RHCOS's own
 //! tools: bash, skopeo, util-linux (`findmnt`, `mount`), coreutils, and for `ztp` tar and gzip.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::payload::{Format, Stage};
 
@@ -42,8 +42,8 @@ pub fn partition_path(format: Format, stage: Stage) -> String {
     }
 }
 
-const ZTP_SCRATCH: &str = r#"# Room to extract images: on the partition when it is writable, else in /var/tmp, for
-# --jobs of the largest images at once; only this scratch directory is removed.
+const ZTP_SCRATCH: &str = r#"# Room to extract images: on the partition when it is mounted writable and has room, else in
+# /var/tmp, for --jobs of the largest images at once; only this scratch directory is removed.
 largest=0
 tgz=(*.tgz)
 if [ "${#tgz[@]}" -gt 0 ]; then
@@ -51,7 +51,7 @@ if [ "${#tgz[@]}" -gt 0 ]; then
 fi
 need=$((largest * JOBS + 64 * 1024 * 1024))
 for base in "${MNT}" /var/tmp; do
-    avail=$(df -P -B1 --output=avail -- "${base}" 2>/dev/null | tail -n 1)
+    avail=$(df -B1 --output=avail -- "${base}" 2>/dev/null | tail -n 1)
     if [[ ${avail} =~ ^[0-9]+$ ]] && [ "${avail}" -ge "${need}" ] &&
         SCRATCH=$(mktemp -d "${base}/.prestage-scratch.XXXXXX" 2>/dev/null); then
         break
@@ -59,16 +59,19 @@ for base in "${MNT}" /var/tmp; do
     SCRATCH=
 done
 [ -n "${SCRATCH}" ] || die "no room to extract: ${need} bytes are needed on the partition or in /var/tmp"
+log "extracting into ${SCRATCH}"
 "#;
 
 /// The loader script for one format and stage; `label` must pass [`check_label`].
 pub fn script(format: Format, stage: Stage, label: &str) -> Result<String> {
     check_label(label)?;
-    let (mode, doc, scratch) = match format {
-        Format::Shared => ("ro", "read-only", ""),
+    let (options, doc, tools, scratch) = match format {
+        Format::Shared => ("\"ro,nouuid\"", "read-only", String::new(), ""),
         Format::Ztp => (
-            "rw",
-            "read-write, to extract images beside the payload when it has room",
+            "\"rw,nouuid\" \"ro,nouuid\"",
+            "read-write, to extract images beside the payload when it has room; read-only when it \
+             cannot be written",
+            " tar gzip df stat sort".to_string(),
             ZTP_SCRATCH,
         ),
     };
@@ -86,11 +89,13 @@ pub fn script(format: Format, stage: Stage, label: &str) -> Result<String> {
         .replace("@LABEL@", label)
         .replace("@LIST@", stage.list())
         .replace("@TREE@", stage.dir())
-        .replace("@MOUNT_MODE@", mode)
+        .replace("@MOUNT_OPTIONS@", options)
         .replace("@MOUNT_DOC@", doc)
+        .replace(" @TOOLS@", &tools)
         .replace("@ZTP_SCRATCH@\n", scratch);
-    if out.contains("@PROG@") || out.contains("@ZTP_SCRATCH@") {
-        bail!("internal error: a loader template placeholder is left");
+    let left = regex::Regex::new("@[A-Z_]+@").context("internal error: placeholder pattern")?;
+    if let Some(m) = left.find(&out) {
+        bail!("internal error: loader placeholder {} is left", m.as_str());
     }
     Ok(out)
 }

@@ -2,8 +2,26 @@
 //!
 //! Input: the payload format, the partition label and the output image. Output: the loader
 //! scripts that go onto the partition ([`loader`]), and the files written beside the image in
-//! `OUT.node/` (the loaders again, for inspection and for Ignition overrides that embed them).
+//! `OUT.node/` ([`NodeSet::files`]):
+//!
+//! | file | what |
+//! |---|---|
+//! | `extract-ai.sh`, `extract-ocp.sh` | the loaders (also on the partition, and inside the overrides) |
+//! | `precache-images.service`, `precache-ocp-images.service` | their units ([`ignition`]) |
+//! | `discovery.ign`, `install.ign` | the Ignition 3.2.0 overrides of the two stages |
+//! | `discovery.patch`, `pointer.patch`, `installer-args.json`, `assisted.sh` | for Assisted Service ([`assisted`]) |
+//! | `siteconfig.yaml` | the same for a GitOps ZTP SiteConfig |
+//! | `kcli-profile.yml`, `libvirt.sh` | qcow2 images only: the image as a lab VM's disk ([`lab`]) |
+//! | `README.txt`, `.prestage-node` | what the directory holds; the marker that lets prestage replace it |
+//!
+//! `prestage node IMAGE` regenerates the directory for an image already built ([`inspect`]
+//! reads its format and label back from the image).
 
+pub mod assisted;
+pub mod cli;
+pub mod ignition;
+pub mod inspect;
+pub mod lab;
 pub mod loader;
 
 use std::path::{Path, PathBuf};
@@ -17,13 +35,24 @@ use crate::payload::{ExtraFile, Format, Stage};
 /// Marks a directory prestage wrote beside an image, so a later run may replace it.
 pub const MARKER: &str = ".prestage-node";
 
+/// The image the node files belong to.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    /// Its path.
+    pub path: PathBuf,
+    /// Raw or qcow2.
+    pub format: ImageFormat,
+    /// Disk size in bytes.
+    pub disk_size: u64,
+}
+
 /// The node files of one image.
 #[derive(Debug, Clone)]
 pub struct NodeSet {
     /// The data partition's label.
     pub label: String,
     /// The image they belong to.
-    pub image: Option<(PathBuf, ImageFormat)>,
+    pub image: Option<ImageInfo>,
 }
 
 impl NodeSet {
@@ -36,9 +65,13 @@ impl NodeSet {
         })
     }
 
-    /// The same, for the image at `path`.
-    pub fn for_image(mut self, path: &Path, format: ImageFormat) -> NodeSet {
-        self.image = Some((path.to_path_buf(), format));
+    /// The same, for the image at `path` of `disk_size` bytes.
+    pub fn for_image(mut self, path: &Path, format: ImageFormat, disk_size: u64) -> NodeSet {
+        self.image = Some(ImageInfo {
+            path: path.to_path_buf(),
+            format,
+            disk_size,
+        });
         self
     }
 
@@ -55,8 +88,36 @@ impl NodeSet {
         Ok(v)
     }
 
-    /// The files of `OUT.node/`, by name.
+    /// The Ignition override of `stage`, as the compact JSON string the API bodies carry.
+    pub fn ignition(&self, format: Format, stage: Stage) -> Result<String> {
+        let script = loader::script(format, stage, &self.label)?;
+        serde_json::to_string(&ignition::config(
+            stage,
+            format,
+            &self.label,
+            script.as_bytes(),
+        ))
+        .context("serializing an Ignition override")
+    }
+
+    /// The files of `OUT.node/`: (name, mode, bytes).
     pub fn files(&self, format: Format) -> Result<Vec<(String, u32, Vec<u8>)>> {
+        let what = match &self.image {
+            Some(i) => format!(
+                "{} ({} payload on the partition labelled `{}`)",
+                i.path.file_name().map_or_else(
+                    || i.path.display().to_string(),
+                    |n| n.to_string_lossy().to_string()
+                ),
+                format.name(),
+                self.label
+            ),
+            None => format!(
+                "the {} payload on the partition labelled `{}`",
+                format.name(),
+                self.label
+            ),
+        };
         let mut v = vec![(MARKER.to_string(), 0o644, b"prestage node files\n".to_vec())];
         for stage in Stage::ALL {
             v.push((
@@ -64,9 +125,123 @@ impl NodeSet {
                 0o755,
                 loader::script(format, stage, &self.label)?.into_bytes(),
             ));
+            v.push((
+                ignition::unit_name(stage).to_string(),
+                0o644,
+                ignition::unit(stage, format, &self.label).into_bytes(),
+            ));
         }
+        let discovery = self.ignition(format, Stage::Discovery)?;
+        let install = self.ignition(format, Stage::Install)?;
+        v.push((
+            "discovery.ign".to_string(),
+            0o644,
+            format!("{discovery}\n").into_bytes(),
+        ));
+        v.push((
+            "install.ign".to_string(),
+            0o644,
+            format!("{install}\n").into_bytes(),
+        ));
+        for (name, bytes) in assisted::bodies(&discovery, &install, &self.label)? {
+            v.push((name, 0o644, bytes));
+        }
+        v.push((
+            "assisted.sh".to_string(),
+            0o755,
+            assisted::script(&self.label).into_bytes(),
+        ));
+        v.push((
+            "siteconfig.yaml".to_string(),
+            0o644,
+            assisted::siteconfig(&discovery, &install, &self.label, &what)?.into_bytes(),
+        ));
+        let mut lab = false;
+        if let Some(i) = self
+            .image
+            .as_ref()
+            .filter(|i| i.format == ImageFormat::Qcow2)
+        {
+            let abs = std::path::absolute(&i.path)
+                .with_context(|| format!("{}: making the path absolute", i.path.display()))?;
+            v.push((
+                "kcli-profile.yml".to_string(),
+                0o644,
+                lab::kcli_profile(&abs, i.disk_size)?.into_bytes(),
+            ));
+            v.push((
+                "libvirt.sh".to_string(),
+                0o755,
+                lab::libvirt_script(&abs).into_bytes(),
+            ));
+            lab = true;
+        }
+        v.push((
+            "README.txt".to_string(),
+            0o644,
+            readme(&what, lab).into_bytes(),
+        ));
         Ok(v)
     }
+
+    /// Writes [`NodeSet::files`] as the directory `dir` (see [`write_dir`]).
+    pub fn write(&self, format: Format, dir: &Path) -> Result<()> {
+        write_dir(dir, &self.files(format)?)
+    }
+}
+
+/// `prestage node`: writes the node files of the image prestage built at `image` into `dir`
+/// (default `IMAGE.node`), its payload format and label read from the image (the partition
+/// `label` when given). Holds the image's output lock, so it never races a build of it.
+pub fn regenerate(
+    image: &Path,
+    dir: Option<&Path>,
+    label: Option<&str>,
+) -> Result<(inspect::Found, PathBuf)> {
+    let lock = crate::compose::output::OutputLock::acquire(image)?;
+    let found = inspect::inspect(image, label)?;
+    let dir = dir.map_or_else(|| crate::build::beside(image, ".node"), Path::to_path_buf);
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Some(n) = dir.file_name().filter(|_| parent == lock.dir()) {
+        lock.sweep(&n.to_string_lossy())?;
+    }
+    NodeSet::new(&found.label)?
+        .for_image(image, found.image_format, found.disk_size)
+        .write(found.format, &dir)?;
+    Ok((found, dir))
+}
+
+/// `README.txt` of `OUT.node/`.
+fn readme(what: &str, lab: bool) -> String {
+    let mut rows = vec![
+        ("extract-ai.sh, extract-ocp.sh", "the loaders of the discovery and install stages (also on the partition and inside the .ign files)"),
+        ("precache-images.service", "runs extract-ai.sh before agent.service (discovery ISO)"),
+        ("precache-ocp-images.service", "runs extract-ocp.sh before machine-config-daemon-pull.service (installed RHCOS)"),
+        ("discovery.ign, install.ign", "the Ignition 3.2.0 overrides installing each loader and unit"),
+        ("discovery.patch", "body of PATCH /api/assisted-install/v2/infra-envs/{infra_env_id}"),
+        ("pointer.patch", "body of PATCH .../infra-envs/{infra_env_id}/hosts/{host_id}/ignition"),
+        ("installer-args.json", "coreos-installer arguments that keep the partition"),
+        ("assisted.sh URL INFRA_ENV [HOST]", "sends the three to Assisted Service (token in ASSISTED_TOKEN)"),
+        ("siteconfig.yaml", "the same three for a GitOps ZTP SiteConfig"),
+    ];
+    if lab {
+        rows.push((
+            "kcli-profile.yml",
+            "a kcli profile with the image as the VM's disk",
+        ));
+        rows.push((
+            "libvirt.sh new|attach",
+            "virt-install / virsh attach-disk with the image as the VM's disk",
+        ));
+    }
+    let mut s = format!("Node files of {what}, written by prestage.\n\n");
+    for (name, doc) in rows {
+        s.push_str(&format!("{name:<34} {doc}\n"));
+    }
+    s
 }
 
 impl NodeFiles for NodeSet {
@@ -75,7 +250,7 @@ impl NodeFiles for NodeSet {
     }
 
     fn write_beside(&self, format: Format, dir: &Path) -> Result<()> {
-        write_dir(dir, &self.files(format)?)
+        self.write(format, dir)
     }
 }
 

@@ -363,6 +363,7 @@ pub fn bin() -> PathBuf {
 /// A `prestage` command with an environment that cannot pick up this machine's auth files,
 /// registries.conf (an empty one of its own, without drop-ins) or proxies.
 pub fn prestage(home: &Path) -> Command {
+    std::fs::create_dir_all(home).unwrap();
     let conf = home.join("no-registries.conf");
     if !conf.exists() {
         std::fs::write(&conf, "").unwrap();

@@ -5,8 +5,9 @@
 //!   payload) image with the `demo` layout, verify both, and say how to flash, attach and load
 //!   them.
 //! - `fixtures`: regenerate `fixtures/demo-images`.
-//! - `ci`: install missing system packages, then `cargo fmt --check`, clippy with `-D warnings`
-//!   and every test.
+//! - `ci`: install missing system packages, then `cargo fmt --check`, clippy with `-D warnings`,
+//!   the coreos-installer check crate (`tests/coreos-installer`, outside the workspace, built once
+//!   here with its own lockfile into `target/coreos-installer`) and every test.
 //! - `bench compose`: compose ~4 GiB of files into raw and qcow2 side by side with `cp -r` of the
 //!   same tree onto the same disk; print throughput ratios and peak RSS.
 //! - `bench pull`: prestage pull vs one `skopeo copy` per image from a loopback registry.
@@ -148,7 +149,23 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    run(cargo().args([
+        "fmt",
+        "--manifest-path",
+        "tests/coreos-installer/Cargo.toml",
+        "--",
+        "--check",
+    ]))?;
     run(cargo().args(["build", "--release", "--bin", "prestage"]))?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "--locked",
+        "--manifest-path",
+        "tests/coreos-installer/Cargo.toml",
+        "--target-dir",
+        "target/coreos-installer",
+    ]))?;
     run(cargo().args(["test", "--workspace", "--release"]))?;
     Ok(())
 }

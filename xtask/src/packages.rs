@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-/// (tool, Debian package) pairs.
+/// (tool, Debian package) pairs; a tool given as an absolute path is a file that must exist.
 pub type Needs = &'static [(&'static str, &'static str)];
 
 /// What `cargo xtask demo` needs.
@@ -36,9 +36,25 @@ pub const CI: Needs = &[
     ("pigz", "pigz"),
     ("tinyproxy", "tinyproxy"),
     ("unshare", "util-linux"),
+    // The node tests: the consumers of the generated files, and the node's own tools.
+    ("ignition-validate", "ignition"),
+    ("/usr/lib/dracut/modules.d/30ignition/ignition", "ignition"),
+    ("systemd-analyze", "systemd"),
+    ("shellcheck", "shellcheck"),
+    ("curl", "curl"),
+    ("virt-install", "virtinst"),
+    ("virsh", "libvirt-clients"),
+    ("losetup", "mount"),
+    // tests/coreos-installer (coreos-installer's library) links these.
+    ("pkg-config", "pkg-config"),
+    ("/usr/include/zstd.h", "libzstd-dev"),
+    ("/usr/include/openssl/ssl.h", "libssl-dev"),
 ];
 
 fn on_path(tool: &str) -> bool {
+    if tool.starts_with('/') {
+        return std::path::Path::new(tool).exists();
+    }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin".into(), "/sbin".into()])

@@ -311,6 +311,9 @@ fn two_images(layout: &Path) -> [String; 2] {
 }
 
 fn prestage_in(home: &Path) -> Command {
+    // An empty registries.conf of its own (a named one must exist): no mirrors of this machine's.
+    fs::create_dir_all(home).expect("creating the test home");
+    fs::write(home.join("no-registries.conf"), "").expect("writing no-registries.conf");
     let mut c = Command::new(bin());
     c.env("HOME", home)
         .env("XDG_CACHE_HOME", home.join("cache"))

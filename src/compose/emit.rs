@@ -19,6 +19,7 @@ use imago::{
 };
 use imago::{StorageCreateOptions, StorageOpenOptions};
 
+use crate::compose::content::CHUNK;
 use crate::compose::diskio::ReadAt;
 
 /// Output image format.
@@ -54,8 +55,47 @@ pub trait ImageWriter {
     /// Makes `[offset, offset + len)` read as zeros, allocated (not a hole) where the format
     /// would otherwise leave a flashed disk's old bytes there.
     fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<()>;
-    /// Flushes everything to stable storage.
+    /// Whether [`ImageWriter::copy_range`] copies inside the kernel (no pass through this
+    /// process's memory). Callers stream the bytes through [`ImageWriter::write_at`] otherwise.
+    fn copies_in_kernel(&self) -> bool {
+        false
+    }
+    /// Copies `len` bytes of `src` from `src_offset` to disk offset `offset`.
+    fn copy_range(&mut self, src: &File, src_offset: u64, offset: u64, len: u64) -> Result<()> {
+        copy_through_memory(self, src, src_offset, offset, len)
+    }
+    /// Writes out everything the writer holds (a qcow2's tables) into the file. Making the file
+    /// durable (`sync_all`) is the caller's step, so it can overlap with verification.
     fn finish(&mut self) -> Result<()>;
+}
+
+/// [`ImageWriter::copy_range`] by reading `src` into a buffer and writing it.
+fn copy_through_memory<W: ImageWriter + ?Sized>(
+    w: &mut W,
+    src: &File,
+    src_offset: u64,
+    offset: u64,
+    len: u64,
+) -> Result<()> {
+    let mut buf = vec![0u8; len.min(CHUNK as u64) as usize];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        let at = src_offset + done;
+        match src.read_exact_at(&mut buf[..n], at) {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                bail!(
+                    "the source ended before byte {} ({} expected)",
+                    at + n as u64,
+                    src_offset + len
+                )
+            }
+            r => r.with_context(|| format!("reading {n} bytes at offset {at}"))?,
+        }
+        w.write_at(offset + done, &buf[..n])?;
+        done += n as u64;
+    }
+    Ok(())
 }
 
 /// A sparse raw image.
@@ -106,8 +146,54 @@ impl ImageWriter for RawWriter {
         }
         Ok(())
     }
+    fn copies_in_kernel(&self) -> bool {
+        true
+    }
+    fn copy_range(&mut self, src: &File, src_offset: u64, offset: u64, len: u64) -> Result<()> {
+        if offset + len > self.size {
+            bail!(
+                "internal error: copy of {len} bytes at {offset} beyond the disk end {}",
+                self.size
+            );
+        }
+        // copy_file_range(2): the page cache copies the bytes, as `cp` does; in chunks, so that
+        // progress (and the test pause hook) see them go by.
+        let (mut from, mut to, end) = (src_offset, offset, src_offset + len);
+        while from < end {
+            let want = (end - from).min(CHUNK as u64) as usize;
+            let n = match rustix::fs::copy_file_range(
+                src,
+                Some(&mut from),
+                &self.file,
+                Some(&mut to),
+                want,
+            ) {
+                Ok(0) => bail!("the source ended at byte {from} ({end} expected)"),
+                Ok(n) => n,
+                // Filesystems or kernels that cannot: through this process's memory.
+                Err(e)
+                    if [
+                        rustix::io::Errno::XDEV,
+                        rustix::io::Errno::INVAL,
+                        rustix::io::Errno::NOSYS,
+                        rustix::io::Errno::OPNOTSUPP,
+                    ]
+                    .contains(&e) =>
+                {
+                    return copy_through_memory(self, src, from, to, end - from);
+                }
+                Err(e) => {
+                    return Err(std::io::Error::from(e))
+                        .with_context(|| format!("copying into the image at offset {to}"))
+                }
+            };
+            crate::testhook::wrote(n as u64);
+        }
+        Ok(())
+    }
     fn finish(&mut self) -> Result<()> {
-        self.file.sync_all().context("syncing the image")
+        // Every write went straight to the file.
+        Ok(())
     }
 }
 
@@ -153,8 +239,7 @@ impl ImageWriter for Qcow2Writer {
             .with_context(|| format!("zeroing the qcow2 image at offset {offset}"))
     }
     fn finish(&mut self) -> Result<()> {
-        self.img.flush().context("flushing the qcow2 image")?;
-        self.img.sync().context("syncing the qcow2 image")
+        self.img.flush().context("flushing the qcow2 image")
     }
 }
 
@@ -207,4 +292,41 @@ pub fn open(path: &Path) -> Result<(Format, Box<dyn ReadAt>)> {
             img: FormatAccess::new(q),
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// copy_range gives the same bytes as write_at, within one filesystem (copy_file_range) and
+    /// across filesystems (a tmpfs source: the kernel may refuse, the copy goes through memory).
+    #[test]
+    fn raw_copy_range_copies_within_and_across_filesystems() {
+        let data: Vec<u8> = (0..(3 * CHUNK + 12_345)).map(|i| (i % 253) as u8).collect();
+        let out = tempfile::tempdir().unwrap();
+        let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+        for src_dir in [out.path(), shm.path()] {
+            let src = src_dir.join("src");
+            std::fs::write(&src, &data).unwrap();
+            let img = out.path().join("img.raw");
+            let size = 2 * data.len() as u64;
+            let mut w = RawWriter::create(&img, size).unwrap();
+            assert!(w.copies_in_kernel());
+            let f = File::open(&src).unwrap();
+            w.copy_range(&f, 100, 4096, data.len() as u64 - 100)
+                .unwrap();
+            assert!(
+                w.copy_range(&f, 0, size - 10, 11).is_err(),
+                "past the disk end"
+            );
+            w.finish().unwrap();
+            let got = std::fs::read(&img).unwrap();
+            assert_eq!(got[4096..4096 + data.len() - 100], data[100..]);
+            assert!(got[..4096].iter().all(|&b| b == 0));
+            // A source shorter than asked for is an error, not zeros.
+            let mut w = RawWriter::create(&img, size).unwrap();
+            let e = w.copy_range(&f, 10, 0, data.len() as u64).unwrap_err();
+            assert!(format!("{e:#}").contains("ended"), "{e:#}");
+        }
+    }
 }

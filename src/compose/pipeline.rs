@@ -10,14 +10,16 @@
 //!    directory beside the output (XFS: reserve-and-fill metadata; vfat: mkfs.fat + mtools);
 //! 4. check that the output filesystem holds what the image will allocate, then write the image
 //!    under a temporary name: partition table, each partition's metadata ranges, then every
-//!    file's bytes streamed from its source into its extents (hashed on the way), then the
-//!    manifest;
-//! 5. verify the written image the way `prestage verify` does, and only then rename it into place.
+//!    file's bytes streamed from its source into its extents (hashed on the way, except files
+//!    whose digest is given: verification proves those), then the manifest;
+//! 5. verify the written image the way `prestage verify` does while it is synced to stable
+//!    storage, and only then rename it into place.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -168,6 +170,7 @@ pub fn compose_contents_with(
         output::minimum(layout, &contents, format),
     )?;
     let work = lock.work_dir()?;
+    let expected = expectations(&contents);
 
     // Filesystems.
     let t0 = Instant::now();
@@ -242,20 +245,39 @@ pub fn compose_contents_with(
     drop(work);
     let t2 = Instant::now();
 
-    // Verify what was written, then put it in place.
-    let (_, dev) = emit::open(tmp.path())?;
+    // Verify what was written, then put it in place. The image reaches stable storage on a
+    // second thread meanwhile: verification hashes from the page cache while the disk writes.
+    let tmp_path = tmp.path().to_path_buf();
     let require = layout
         .partitions
         .iter()
         .find(|p| matches!(p.filesystem, Filesystem::Xfs(_)))
         .map(|p| p.label.as_str());
-    let verified = verify::verify(&*dev, require).context("verifying the composed image")?;
-    drop(dev);
-    let t3 = Instant::now();
-    let tmp_path = tmp.path().to_path_buf();
-    if let Some(f) = hooks.before_rename.as_mut() {
-        f(&tmp_path)?;
-    }
+    let (verified, t3) = std::thread::scope(|scope| -> Result<_> {
+        let synced = scope.spawn(|| -> Result<()> {
+            File::open(&tmp_path)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("syncing {}", tmp_path.display()))
+        });
+        let checked = (|| -> Result<_> {
+            let (_, dev) = emit::open(&tmp_path)?;
+            let verified = verify::verify(&*dev, require)
+                .map_err(|e| damaged_source(e, &expected))
+                .context("verifying the composed image")?;
+            drop(dev);
+            let t3 = Instant::now();
+            if let Some(f) = hooks.before_rename.as_mut() {
+                f(&tmp_path)?;
+            }
+            Ok((verified, t3))
+        })();
+        let synced = synced
+            .join()
+            .map_err(|_| anyhow::anyhow!("the syncing thread panicked"))?;
+        let checked = checked?;
+        synced?;
+        Ok(checked)
+    })?;
     // Temporary files are created 0600; the image gets the usual 0666 less the umask.
     let umask = rustix::process::umask(rustix::fs::Mode::empty());
     rustix::process::umask(umask);
@@ -279,6 +301,40 @@ pub fn compose_contents_with(
             (t3 - t2).as_secs_f64(),
         ),
     })
+}
+
+/// The content-addressed files of every partition: (path, sha256) → (what it is, its source).
+type Expectations = BTreeMap<(String, String), (String, String)>;
+
+fn expectations(contents: &BTreeMap<String, Content>) -> Expectations {
+    let mut m = Expectations::new();
+    for c in contents.values() {
+        for e in c.entries() {
+            if let (Some(x), Some(src)) = (&e.expect, &e.source) {
+                m.insert(
+                    (e.path.clone(), x.sha256.clone()),
+                    (x.what.clone(), source_name(src)),
+                );
+            }
+        }
+    }
+    m
+}
+
+/// A verification error for a content-addressed file, told as what it is: its source (a store
+/// blob) does not have the digest it is named by. Other errors pass unchanged.
+fn damaged_source(e: anyhow::Error, expected: &Expectations) -> anyhow::Error {
+    let Some(m) = e.downcast_ref::<verify::Mismatch>() else {
+        return e;
+    };
+    match expected.get(&(m.path.clone(), m.want.clone())) {
+        Some((what, src)) => anyhow::anyhow!(
+            "{what}: the store's copy {src} hashes to sha256:{} (the store is damaged: run \
+             `prestage store verify`)",
+            m.got
+        ),
+        None => e,
+    }
 }
 
 /// Every byte range the image will be written with (table, metadata, zeros, file data), for
@@ -382,18 +438,47 @@ fn fill_files(
         .filter(|f| f.path != manifest::PATH)
         .collect();
     order.sort_by_key(|f| f.runs.first().map_or(0, |r| r.part_offset));
-    // Reading and hashing run on a second thread while this one writes: throughput is the
-    // slowest of read, hash and write instead of their sum. At most `DEPTH` chunks are in flight.
+    // Reading, hashing and writing run on three threads (this one writes): throughput is the
+    // slowest of them instead of their sum. At most `DEPTH` chunks wait for each consumer.
+    // A content-addressed file's manifest record takes the digest its bytes must have: the
+    // verification pass hashes every file read back through the image and so proves them (a
+    // damaged source fails there, see `damaged_source`), so it is not hashed here too; from a
+    // file source into a raw image it goes by copy_file_range(2), as `cp` copies, without
+    // passing through this process's memory.
     const DEPTH: usize = 4;
     enum Msg {
-        Chunk(usize, Vec<u8>),
-        Done(usize, String),
+        Chunk(usize, Arc<Vec<u8>>),
+        /// File `i` is copied by the writer itself, in the kernel, from this file at this offset.
+        Copy(usize, File, u64),
+        Done(usize),
     }
+    enum Hash {
+        Chunk(Arc<Vec<u8>>),
+        Done(usize),
+    }
+    /// A closed channel means the writer (or hasher) stopped; the writer reports why.
+    fn stopped<T>(_: T) -> anyhow::Error {
+        anyhow::anyhow!("writer stopped")
+    }
+    let in_kernel = w.copies_in_kernel();
     let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(DEPTH);
+    let (htx, hrx) = std::sync::mpsc::sync_channel::<Hash>(DEPTH);
     let mut bytes = 0;
     std::thread::scope(|scope| -> Result<()> {
         let order = &order;
-        let reader = scope.spawn(move || -> Result<()> {
+        let hasher = scope.spawn(move || -> Vec<(usize, String)> {
+            let mut done = Vec::new();
+            let mut h = Sha256::new();
+            for m in hrx.iter() {
+                match m {
+                    Hash::Chunk(c) => h.update(&c[..]),
+                    Hash::Done(i) => done.push((i, hex::encode(std::mem::take(&mut h).finalize()))),
+                }
+            }
+            done
+        });
+        let reader = scope.spawn(move || -> Result<Vec<(usize, String)>> {
+            let mut known = Vec::new();
             for (i, fill) in order.iter().enumerate() {
                 let e = content
                     .get(&fill.path)
@@ -402,30 +487,34 @@ fn fill_files(
                     .source
                     .as_ref()
                     .with_context(|| format!("internal error: {} has no source", fill.path))?;
-                let mut h = Sha256::new();
-                src.stream(fill.size, &mut |c| {
-                    h.update(c);
-                    // A closed channel means the writer failed; it reports why.
-                    tx.send(Msg::Chunk(i, c.to_vec()))
-                        .map_err(|_| anyhow::anyhow!("writer stopped"))
-                })
-                .with_context(|| format!("reading {}", fill.path))?;
-                let hash = hex::encode(h.finalize());
                 if let Some(x) = &e.expect {
-                    if x.sha256 != hash {
-                        bail!(
-                            "{}: its source {} hashes to sha256:{hash} (a damaged store: run \
-                             `prestage store verify`)",
-                            x.what,
-                            source_name(src)
-                        );
+                    known.push((i, x.sha256.clone()));
+                    if in_kernel {
+                        if let Some((f, at)) = src
+                            .open_range(fill.size)
+                            .with_context(|| format!("reading {}", fill.path))?
+                        {
+                            tx.send(Msg::Copy(i, f, at)).map_err(stopped)?;
+                            tx.send(Msg::Done(i)).map_err(stopped)?;
+                            continue;
+                        }
                     }
                 }
-                if tx.send(Msg::Done(i, hash)).is_err() {
-                    break;
+                let hashing = e.expect.is_none();
+                src.stream(fill.size, &mut |c| {
+                    let c = Arc::new(c.to_vec());
+                    if hashing {
+                        htx.send(Hash::Chunk(Arc::clone(&c))).map_err(stopped)?;
+                    }
+                    tx.send(Msg::Chunk(i, c)).map_err(stopped)
+                })
+                .with_context(|| format!("reading {}", fill.path))?;
+                if hashing {
+                    htx.send(Hash::Done(i)).map_err(stopped)?;
                 }
+                tx.send(Msg::Done(i)).map_err(stopped)?;
             }
-            Ok(())
+            Ok(known)
         });
         let mut pos = 0u64;
         let written = (|| -> Result<()> {
@@ -438,8 +527,21 @@ fn fill_files(
                             f(c.len() as u64);
                         }
                     }
-                    Msg::Done(i, hash) => {
-                        hashes.insert(order[i].path.clone(), hash);
+                    Msg::Copy(i, f, at) => {
+                        for r in &order[i].runs {
+                            w.copy_range(
+                                &f,
+                                at + r.file_offset,
+                                part_offset + r.part_offset,
+                                r.len,
+                            )
+                            .with_context(|| format!("copying {} into the image", order[i].path))?;
+                            if let Some(f) = written {
+                                f(r.len);
+                            }
+                        }
+                    }
+                    Msg::Done(i) => {
                         bytes += order[i].size;
                         pos = 0;
                     }
@@ -451,9 +553,16 @@ fn fill_files(
         let read = reader
             .join()
             .map_err(|_| anyhow::anyhow!("the reading thread panicked"))?;
+        let computed = hasher
+            .join()
+            .map_err(|_| anyhow::anyhow!("the hashing thread panicked"))?;
         // A failed writer makes the reader stop with "writer stopped": report the writer's error
         // first; a failed reader ends the writer's loop normally and is reported second.
-        written.and(read)
+        written?;
+        for (i, hash) in read?.into_iter().chain(computed) {
+            hashes.insert(order[i].path.clone(), hash);
+        }
+        Ok(())
     })?;
     for e in content
         .entries()

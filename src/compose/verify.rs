@@ -18,6 +18,29 @@ use crate::compose::gpt;
 use crate::compose::manifest::{self, Manifest, Record};
 use crate::compose::xfs::ondisk::{FileKind, Xfs};
 
+/// A file whose bytes, read back through the image, do not hash to what its manifest says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// Path in the partition.
+    pub path: String,
+    /// Lowercase hex sha256 of the bytes read back.
+    pub got: String,
+    /// Lowercase hex sha256 the manifest gives.
+    pub want: String,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: sha256 {}, the manifest says {}",
+            self.path, self.got, self.want
+        )
+    }
+}
+
+impl std::error::Error for Mismatch {}
+
 /// What was checked in one partition.
 #[derive(Debug, Clone)]
 pub struct PartReport {
@@ -102,7 +125,11 @@ fn hash_all<R: ReadAt + Sync>(fs: &Xfs<R>, jobs: &[(&str, u64, String)]) -> Resu
                         if &got != want {
                             // Stop the others early: the image is bad.
                             next.store(jobs.len(), Ordering::Relaxed);
-                            bail!("{path}: sha256 {got}, the manifest says {want}");
+                            return Err(anyhow::Error::new(Mismatch {
+                                path: path.to_string(),
+                                got,
+                                want: want.clone(),
+                            }));
                         }
                     }
                 })

@@ -172,22 +172,33 @@ impl Write for SinkWriter<'_> {
     }
 }
 
-/// Reads a store file, hashing it.
+/// Reads a store file in large reads, hashing it unless it was checked already.
 struct Hashing {
-    file: File,
-    hasher: Sha256,
+    file: io::BufReader<File>,
+    hasher: Option<Sha256>,
 }
 
 impl Read for Hashing {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.file.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&buf[..n]);
+        }
         Ok(n)
     }
 }
 
+/// The store blobs (by hex digest) already read and found to match their digest in this build:
+/// a blob shared by many images is hashed the first time only.
+type Checked = std::sync::Mutex<std::collections::BTreeSet<String>>;
+
 /// Streams one image's `.tgz` into `sink`.
-fn stream(members: &[Member], mtime: u64, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+fn stream(
+    members: &[Member],
+    mtime: u64,
+    checked: &Checked,
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
     let w = SinkWriter {
         sink,
         buf: Vec::with_capacity(SINK_CHUNK * 2),
@@ -212,18 +223,24 @@ fn stream(members: &[Member], mtime: u64, sink: &mut dyn FnMut(&[u8]) -> Result<
                         m.size
                     );
                 }
+                let known = checked.lock().is_ok_and(|c| c.contains(digest.hex()));
                 let mut r = Hashing {
-                    file,
-                    hasher: Sha256::new(),
+                    file: io::BufReader::with_capacity(SINK_CHUNK, file),
+                    hasher: (!known).then(Sha256::new),
                 };
                 tar.append_data(&mut h, &m.path, &mut r)
                     .map_err(|e| anyhow!("{what}: {e}"))?;
-                let got = hex::encode(r.hasher.finalize());
-                if got != digest.hex() {
-                    bail!(
-                        "{what}: the store's copy hashes to sha256:{got} (the store is damaged: \
-                         run `prestage store verify`)"
-                    );
+                if let Some(hasher) = r.hasher {
+                    let got = hex::encode(hasher.finalize());
+                    if got != digest.hex() {
+                        bail!(
+                            "{what}: the store's copy hashes to sha256:{got} (the store is \
+                             damaged: run `prestage store verify`)"
+                        );
+                    }
+                    if let Ok(mut c) = checked.lock() {
+                        c.insert(got);
+                    }
                 }
                 Ok(())
             }
@@ -245,6 +262,7 @@ pub fn add(
 ) -> Result<Vec<ImageReport>> {
     let mut reports = Vec::new();
     let mut done: BTreeMap<String, u64> = BTreeMap::new();
+    let checked = Arc::new(Checked::default());
     for img in images {
         let name = image_name(&img.source);
         let file = format!("{name}.tgz");
@@ -253,8 +271,10 @@ pub fn add(
             let members = members(img, store, &name)?;
             let size = stored_size(tar_size(&members, mtime)?);
             let members = Arc::new(members);
-            let gen =
-                move |sink: &mut dyn FnMut(&[u8]) -> Result<()>| stream(&members, mtime, sink);
+            let checked = Arc::clone(&checked);
+            let gen = move |sink: &mut dyn FnMut(&[u8]) -> Result<()>| {
+                stream(&members, mtime, &checked, sink)
+            };
             content.add(Entry::file(
                 file.clone(),
                 0o644,
@@ -305,7 +325,7 @@ mod tests {
                 },
             });
             let mut out = Vec::new();
-            stream(&ms, 1_700_000_000, &mut |c| {
+            stream(&ms, 1_700_000_000, &Checked::default(), &mut |c| {
                 out.extend_from_slice(c);
                 Ok(())
             })
@@ -346,10 +366,36 @@ mod tests {
                 what: format!("blob {d} of quay.io/a/b@sha256:x"),
             },
         }];
-        let e = stream(&ms, 0, &mut |_| Ok(())).unwrap_err().to_string();
+        let checked = Checked::default();
+        let e = stream(&ms, 0, &checked, &mut |_| Ok(()))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains(&d.to_string()) && e.contains("quay.io/a/b"),
             "{e}"
         );
+        // A damaged blob is never taken as checked: the next image reading it fails too.
+        assert!(checked.lock().unwrap().is_empty());
+        assert!(stream(&ms, 0, &checked, &mut |_| Ok(())).is_err());
+    }
+
+    #[test]
+    fn a_blob_is_hashed_once_per_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("b");
+        std::fs::write(&blob, b"layer").unwrap();
+        let d = Digest::of(b"layer");
+        let ms = vec![Member {
+            path: "x/blob".into(),
+            size: 5,
+            data: Data::Store {
+                path: blob.clone(),
+                digest: d.clone(),
+                what: "blob".into(),
+            },
+        }];
+        let checked = Checked::default();
+        stream(&ms, 0, &checked, &mut |_| Ok(())).unwrap();
+        assert!(checked.lock().unwrap().contains(d.hex()));
     }
 }

@@ -1,10 +1,9 @@
 //! `cargo xtask bench compose`: prestage compose (raw and qcow2) side by side with `cp -r` of the
 //! same tree onto the same disk, in one run. Prints wall time, throughput, the ratio to `cp -r`
-//! and each command's peak RSS (from wait4's rusage).
+//! and each command's peak RSS (from GNU time).
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -78,27 +77,50 @@ fn make_tree(dir: &Path) -> Result<u64> {
     Ok(total)
 }
 
-/// Runs a command, returning (seconds, peak RSS in KiB).
-pub fn measure(cmd: &mut Command) -> Result<(f64, u64)> {
-    let t = Instant::now();
-    let child = cmd
-        .current_dir(root())
-        .spawn()
-        .with_context(|| format!("starting {cmd:?}"))?;
-    let mut status = 0i32;
-    // SAFETY: `rusage` is plain data, zero-initialised and filled by wait4 for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waiting for the child we spawned, with valid pointers to locals.
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    let secs = t.elapsed().as_secs_f64();
-    if pid < 0 {
-        bail!("wait4 failed for {cmd:?}");
+/// GNU time, which gives each benchmarked command's own peak RSS.
+pub const TIME: (&str, &str) = ("/usr/bin/time", "time");
+
+/// Runs a command (its stdout to `stdout`, or inherited), returning (seconds, peak RSS in KiB).
+///
+/// The peak comes from GNU time's `%M`, not from this process's `wait4`: Linux carries the
+/// pre-exec address space's high-water mark across `exec`, so a child spawned from this
+/// process reports at least this process's own RSS (hundreds of MiB after generating image
+/// layers). GNU time forks the command from its own small address space.
+pub fn measure(cmd: &Command, stdout: Option<File>) -> Result<(f64, u64)> {
+    let rss_file = root().join(format!("target/.bench-rss-{}", std::process::id()));
+    let mut wrapped = Command::new(TIME.0);
+    wrapped
+        .args(["-f", "%M", "-o"])
+        .arg(&rss_file)
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .current_dir(cmd.get_current_dir().unwrap_or(&root()));
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
     }
-    let st = std::process::ExitStatus::from_raw(status);
+    if let Some(f) = stdout {
+        wrapped.stdout(f);
+    }
+    let t = Instant::now();
+    let st = wrapped
+        .status()
+        .with_context(|| format!("starting {cmd:?} under {}", TIME.0))?;
+    let secs = t.elapsed().as_secs_f64();
     if !st.success() {
         bail!("{cmd:?} failed: {st}");
     }
-    Ok((secs, usage.ru_maxrss as u64))
+    let text = std::fs::read_to_string(&rss_file)
+        .with_context(|| format!("reading {}", rss_file.display()))?;
+    let _ = std::fs::remove_file(&rss_file);
+    let kib = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse::<u64>().ok())
+        .with_context(|| format!("GNU time printed no peak RSS for {cmd:?}: {text:?}"))?;
+    Ok((secs, kib))
 }
 
 pub fn drop_caches() {
@@ -117,6 +139,7 @@ pub fn compose(args: &[&str]) -> Result<()> {
         }
     }
     crate::packages::ensure(crate::packages::DEMO)?;
+    crate::packages::ensure(&[TIME])?;
     run(cargo().args(["build", "--release", "--bin", "prestage"]))?;
     let bin = root().join("target/release/prestage");
     let tree = dir.join("tree");
@@ -139,11 +162,14 @@ pub fn compose(args: &[&str]) -> Result<()> {
     let mut rows: Vec<(&str, f64, u64)> = Vec::new();
     drop_caches();
     let copy = out.join("copy");
-    let (t, rss) = measure(Command::new("sh").arg("-c").arg(format!(
-        "cp -r '{}' '{}' && sync",
-        tree.display(),
-        copy.display()
-    )))?;
+    let (t, rss) = measure(
+        Command::new("sh").arg("-c").arg(format!(
+            "cp -r '{}' '{}' && sync",
+            tree.display(),
+            copy.display()
+        )),
+        None,
+    )?;
     rows.push(("cp -r + sync", t, rss));
     let _ = std::fs::remove_dir_all(&copy);
     for (name, file) in [
@@ -160,6 +186,7 @@ pub fn compose(args: &[&str]) -> Result<()> {
                 .arg(format!("data={}", tree.display()))
                 .arg("-o")
                 .arg(&img),
+            None,
         )?;
         rows.push((name, t, rss));
         let _ = std::fs::remove_file(&img);

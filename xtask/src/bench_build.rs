@@ -204,6 +204,7 @@ pub fn build(args: &[&str]) -> Result<()> {
         bail!("bench build needs root: loop devices, mounts and containers-storage");
     }
     crate::packages::ensure(crate::packages::CI)?;
+    crate::packages::ensure(&[crate::bench::TIME])?;
     run(cargo().args(["build", "--release", "--bin", "prestage"]))?;
     let bin = prestage_bin();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -272,6 +273,7 @@ pub fn build(args: &[&str]) -> Result<()> {
             out.join("copy").display()
         ))
         .current_dir(&out),
+        None,
     )?;
     let _ = std::fs::remove_dir_all(out.join("copy"));
 
@@ -298,8 +300,8 @@ pub fn build(args: &[&str]) -> Result<()> {
                 .arg("--layout")
                 .arg(&layout)
                 .arg("-o")
-                .arg(&img)
-                .stdout(std::fs::File::create(&json)?),
+                .arg(&img),
+            Some(std::fs::File::create(&json)?),
         )?;
         let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
         let bytes = s["partition_bytes"].as_u64().unwrap_or(0);

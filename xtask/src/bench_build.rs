@@ -1,6 +1,6 @@
 //! `cargo xtask bench build`: `prestage build` from a warm store, side by side in one run with
-//! the baselines the issue names, on one image set of 16 images (2.1 GiB of distinct layers,
-//! 6.6 GiB counted per image) sharing a 256 MiB base layer and one of four 64 MiB middle layers:
+//! its baselines, on one image set of 16 images (2.0 GiB of distinct blobs,
+//! 6.5 GiB counted per image) sharing a 256 MiB base layer and one of four 64 MiB middle layers:
 //!
 //! - `cp -r` of the store's blob files plus `sync` (the floor: the same bytes, copied once);
 //! - `prestage build --payload shared` and `--payload ztp` into a raw image (warm store, caches
@@ -362,11 +362,11 @@ pub fn build(args: &[&str]) -> Result<()> {
         gib(per_image)
     );
     println!(
-        "{:<34} {:>8} {:>10} {:>8} {:>12} {:>13}",
+        "{:<42} {:>8} {:>10} {:>8} {:>12} {:>13}",
         "command", "seconds", "GiB", "MiB/s", "vs cp rate", "peak RSS MiB"
     );
     println!(
-        "{:<34} {:>8.2} {:>10.2} {:>8.0} {:>11.2}x {:>13.1}",
+        "{:<42} {:>8.2} {:>10.2} {:>8.0} {:>11.2}x {:>13.1}",
         "cp -r blobs + sync",
         t_cp,
         gib(unique),
@@ -376,7 +376,7 @@ pub fn build(args: &[&str]) -> Result<()> {
     );
     for (name, payload, t, rss, bytes, _) in &builds {
         println!(
-            "{:<34} {:>8.2} {:>10.2} {:>8.0} {:>11.2}x {:>13.1}",
+            "{:<42} {:>8.2} {:>10.2} {:>8.0} {:>11.2}x {:>13.1}",
             format!("prestage build {payload} ({name})"),
             t,
             gib(*bytes),
@@ -386,7 +386,7 @@ pub fn build(args: &[&str]) -> Result<()> {
         );
     }
     println!(
-        "{:<34} {:>8.2} {:>10.2} {:>8.0} {:>11.2}x {:>13}",
+        "{:<42} {:>8.2} {:>10.2} {:>8.0} {:>11.2}x {:>13}",
         "upstream: skopeo dir + tar czf + cp",
         t_up,
         gib(up_bytes),

@@ -21,6 +21,7 @@
 
 #[macro_use]
 mod common;
+mod registry;
 
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
@@ -310,21 +311,10 @@ fn two_images(layout: &Path) -> [String; 2] {
     [layers[0].clone(), layers[1].clone()]
 }
 
+/// The harness's isolated `prestage` command, without the pause hook unless a test sets it.
 fn prestage_in(home: &Path) -> Command {
-    // An empty registries.conf of its own (a named one must exist): no mirrors of this machine's.
-    fs::create_dir_all(home).expect("creating the test home");
-    fs::write(home.join("no-registries.conf"), "").expect("writing no-registries.conf");
-    let mut c = Command::new(bin());
-    c.env("HOME", home)
-        .env("XDG_CACHE_HOME", home.join("cache"))
-        .env(
-            "CONTAINERS_REGISTRIES_CONF",
-            home.join("no-registries.conf"),
-        )
-        .env_remove("REGISTRY_AUTH_FILE")
-        .env_remove("XDG_RUNTIME_DIR")
-        .env_remove(PAUSE)
-        .stdin(Stdio::null());
+    let mut c = registry::prestage(home);
+    c.env_remove(PAUSE);
     c
 }
 

@@ -10,7 +10,8 @@
 //! - [`compose`]: partition content → a verified raw or qcow2 disk image;
 //! - [`build`]: `prestage build` / `plan`, joining the stages.
 //!
-//! [`cleanup`] is shared support (`testhook` is a pause hook for the test suite only). See
+//! [`cleanup`] is shared support (`testhook` is the test suite's pause hook, in every build and
+//! inert unless its variable is set). See
 //! ARCHITECTURE.md for the map.
 
 pub mod build;

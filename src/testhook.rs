@@ -2,7 +2,8 @@
 //! in its environment, the process stops itself with SIGSTOP once it has written N bytes in
 //! total into disk images and store blobs. A test can then look at (or SIGKILL) a run that is
 //! provably in the middle of writing, without depending on timing, and let it go on with SIGCONT.
-//! It fires once per process; without the variable it does nothing.
+//! It fires once per process; without the variable it does nothing. It is in every build
+//! because the tests run the release binary, as users do.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;

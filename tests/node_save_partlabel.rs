@@ -1,7 +1,7 @@
 //! `--save-partlabel <label>` (the generated `installer-args.json`) keeps the data partition
 //! when coreos-installer writes RHCOS over the start of the disk, checked with coreos-installer's
-//! own code. The kernel here exposes no partitions of a loop device, so `coreos-installer
-//! install` would stop at its exclusive-access check; the helper crate in
+//! own code. A loop device need not expose its partitions (no partition scan, no udev in a
+//! container), so `coreos-installer install` would stop at its exclusive-access check; the helper crate in
 //! `tests/coreos-installer/` (not part of the workspace; built once by `cargo xtask ci`, or here
 //! when missing) runs the library steps `install` runs: its argument parser on the installer
 //! arguments, `SavedPartitions::new_from_disk` on the loop device holding a built image, and

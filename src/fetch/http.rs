@@ -141,8 +141,12 @@ impl HttpClient {
                 None => return Ok(resp),
             }
         }
-        // Too many redirects: the last answer is the caller's to report.
-        self.request("GET", &url).call().map_err(Box::new)
+        Err(Box::new(ureq::Error::from(std::io::Error::other(format!(
+            "more than {MAX_REDIRECTS} redirects (the last to {}://{}{})",
+            url.scheme(),
+            url.host_str().unwrap_or("?"),
+            url.path()
+        )))))
     }
 
     /// A POST of an `application/x-www-form-urlencoded` body (not redirected).

@@ -4,7 +4,8 @@
 //! - [`reference`](mod@reference), [`digest`]: the reference grammar and content digests;
 //! - [`store`]: the store (blobs by digest, byte-exact manifests, records per reference);
 //! - [`manifest`]: OCI and Docker manifest kinds, platform selection;
-//! - [`registry`], [`auth`], [`tls`], [`mirrors`]: reaching registries;
+//! - [`registry`], [`http`], [`proxy`], [`auth`], [`tls`], [`mirrors`]: reaching registries
+//!   (the client, its proxy routes and redirects, credentials, certificates, registries.conf);
 //! - [`local`]: `oci:` and `dir:` sources; [`source`]: what every source provides;
 //! - [`connect`]: registry settings resolved into a [`connect::Connection`];
 //! - [`retry`], [`progress`], [`pull`]: the parallel, resumable pull; [`cli`]: the subcommands.

@@ -193,14 +193,38 @@ fn status_failure(what: &str, code: u16, resp: ureq::Response) -> Failure {
     }
 }
 
+/// A transport error as text, its URL without user info or query (a redirect to blob storage
+/// carries a pre-signed query: credentials, never printed).
+fn transport_text(t: &ureq::Transport) -> String {
+    let mut s = String::new();
+    if let Some(u) = t.url() {
+        s.push_str(&format!("{}://{}", u.scheme(), u.host_str().unwrap_or("?")));
+        if let Some(p) = u.port() {
+            s.push_str(&format!(":{p}"));
+        }
+        s.push_str(u.path());
+        s.push_str(": ");
+    }
+    s.push_str(&t.kind().to_string());
+    if let Some(m) = t.message() {
+        s.push_str(&format!(": {m}"));
+    }
+    if let Some(src) = std::error::Error::source(t) {
+        s.push_str(&format!(": {src}"));
+    }
+    s
+}
+
 fn transport_failure(what: &str, t: &ureq::Transport, route: &str) -> Failure {
-    let msg = format!("{t}{route}");
+    let msg = format!("{}{route}", transport_text(t));
     if t.kind() == ureq::ErrorKind::ProxyUnauthorized {
         return Failure::Permanent(format!("{what}: {msg}"));
     }
     if msg.contains("CertificateRequired") || msg.contains("BadCertificate") {
         return Failure::Permanent(format!(
-            "{what}: the registry refused the connection for want of a client certificate              ({msg}); put client.cert and client.key in --cert-dir DIR/HOST:PORT/ or              /etc/containers/certs.d/HOST:PORT/"
+            "{what}: the registry refused the connection for want of a client certificate \
+             ({msg}); put client.cert and client.key in --cert-dir DIR/HOST:PORT/ or \
+             /etc/containers/certs.d/HOST:PORT/"
         ));
     }
     if msg.contains("not valid for name") {
@@ -237,8 +261,11 @@ impl Host {
     ) -> Result<ureq::Response, Box<ureq::Error>> {
         match url::Url::parse(url) {
             Ok(u) => self.http.get(&u, headers, auth),
-            // Repository names are checked by the reference grammar: ureq reports the rest.
-            Err(_) => ureq::get(url).call().map_err(Box::new),
+            // Repository names are checked by the reference grammar; nothing is sent otherwise.
+            Err(e) => Err(Box::new(ureq::Error::from(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("not a valid registry URL: {e}"),
+            )))),
         }
     }
 
@@ -588,5 +615,41 @@ impl Source for RegistrySource {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed request to a pre-signed blob URL (a redirect to object storage) is reported
+    /// without its query or user info: they carry credentials.
+    #[test]
+    fn transport_errors_do_not_print_signed_queries() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let url = format!(
+            "http://user:hunter2@127.0.0.1:{port}/v2/a/blobs/sha256:x?X-Amz-Signature=s3cr3t"
+        );
+        let Err(e) = ureq::get(&url).call() else {
+            panic!("a closed port answered");
+        };
+        let ureq::Error::Transport(t) = e else {
+            panic!("not a transport error: {e}");
+        };
+        assert!(
+            t.to_string().contains("s3cr3t"),
+            "ureq itself prints the query"
+        );
+        let text = transport_text(&t);
+        assert!(
+            !text.contains("s3cr3t") && !text.contains("hunter2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("127.0.0.1:{port}/v2/a/blobs/sha256:x")),
+            "{text}"
+        );
     }
 }

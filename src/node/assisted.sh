@@ -45,7 +45,7 @@ API=${URL}/api/assisted-install/v2/infra-envs/${INFRA_ENV}
 # PATCH URL BODY_FILE: the body from a file, the token (if any) as a header read from a pipe.
 patch() {
     local url=$1 body=$2 code
-    code=$(curl -sS -o /dev/null -w '%{http_code}' -X PATCH "${CURL_OPTS[@]}" \
+    code=$(curl -sS -o /dev/null -w '%{http_code}' -X PATCH ${CURL_OPTS[@]+"${CURL_OPTS[@]}"} \
         -H 'Content-Type: application/json' \
         -H @<(if [ -n "${ASSISTED_TOKEN:-}" ]; then printf 'Authorization: Bearer %s\n' "${ASSISTED_TOKEN}"; fi) \
         --data-binary "@${body}" "${url}") || die "PATCH ${url}: curl failed"

@@ -15,8 +15,8 @@
 # - loads at most --jobs images at once (default: the CPU count, at least 1), retrying each
 #   failed image itself up to --retries times, and checks the digest stored for each;
 # - ends with one summary line and exits 1 when an image failed to load or a list line was
-#   refused (the others are still loaded), 2 when nothing could be loaded; it removes only the
-#   directories it created.
+#   refused (the others are still loaded), 2 when it cannot start (no partition, no mount, no
+#   room to extract); it removes only the directories it created.
 
 set -u -o pipefail
 shopt -s nullglob
@@ -61,7 +61,7 @@ else
 fi
 [[ ${RETRIES} =~ ^[0-9]{1,3}$ && ${RETRIES} -ge 1 ]] || die "--retries: $(printf '%q' "${RETRIES}") is not a number from 1"
 
-for tool in skopeo findmnt mount umount mktemp readlink sha256sum @TOOLS@; do
+for tool in skopeo findmnt mount umount mktemp readlink sha256sum seq cut head cat @TOOLS@; do
     command -v "${tool}" >/dev/null 2>&1 || die "${tool} is not installed"
 done
 
@@ -82,11 +82,16 @@ MOUNTED=
 SCRATCH=
 
 cleanup() {
-    local rc=$? pids
+    local rc=$? pids pid
     trap - EXIT INT TERM HUP
     jobs -rp > "${WORK}/left" 2>/dev/null
     mapfile -t pids < "${WORK}/left"
     if [ "${#pids[@]}" -gt 0 ]; then
+        # Each job's skopeo or tar first: a job killed alone would leave them running on the
+        # mount and the scratch directory.
+        for pid in "${pids[@]}"; do
+            command -v pkill >/dev/null 2>&1 && pkill -TERM -P "${pid}" 2>/dev/null
+        done
         kill -TERM "${pids[@]}" 2>/dev/null
         wait
     fi

@@ -113,8 +113,9 @@ case "${{1:-}}" in
         [ "$#" -ge 3 ] || {{ echo "usage: libvirt.sh new NAME DISCOVERY_ISO [virt-install options]" >&2; exit 2; }}
         name=$2 iso=$3
         shift 3
+        # virt-install splits --disk at commas: one in the path is written twice.
         exec virt-install --name "${{name}}" --memory {MEMORY_MIB} --vcpus {VCPUS} --os-variant rhel9.0 \
-            --boot hd,cdrom --disk "path=${{IMAGE}},format=qcow2,bus=virtio" --cdrom "${{iso}}" \
+            --boot hd,cdrom --disk "path=${{IMAGE//,/,,}},format=qcow2,bus=virtio" --cdrom "${{iso}}" \
             --network network=default --noautoconsole "$@"
         ;;
     attach)

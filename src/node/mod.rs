@@ -297,7 +297,14 @@ pub fn write_dir(dir: &Path, files: &[(String, u32, Vec<u8>)]) -> Result<()> {
     };
     let tmp_path = tmp.keep();
     crate::cleanup::forget(&tmp_path);
-    std::fs::rename(&tmp_path, dir).with_context(|| format!("renaming into {}", dir.display()))?;
+    if let Err(e) = std::fs::rename(&tmp_path, dir) {
+        // The old files go back in place; the new ones are removed.
+        if let Some(old) = &old {
+            let _ = std::fs::rename(old, dir);
+        }
+        let _ = std::fs::remove_dir_all(&tmp_path);
+        return Err(e).with_context(|| format!("renaming into {}", dir.display()));
+    }
     if let Some(old) = old {
         std::fs::remove_dir_all(&old)
             .with_context(|| format!("removing the old {}", old.display()))?;

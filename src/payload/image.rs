@@ -143,8 +143,9 @@ pub fn check_names(images: &[Image], what: &str) -> Result<()> {
             if prev.digest() != i.digest() {
                 bail!(
                     "{} and {} are different images with the same name `{name}` in the {what} \
-                     payload: its loader cannot tell them apart (use --payload shared, which keeps \
-                     both)",
+                     payload: the node's loaders find an image by the last component of its \
+                     reference and cannot tell them apart (stage one of them from a repository \
+                     with another last component, or leave one out)",
                     prev.source,
                     i.source
                 );
@@ -200,14 +201,18 @@ mod tests {
     fn colliding_names_are_refused_naming_both() {
         let a = image("quay.io/a/tools:v1", 'a');
         let b = image("registry.example/b/tools:v1", 'b');
-        let e = check_names(&[a.clone(), b], "ztp").unwrap_err().to_string();
-        assert!(
-            e.contains("quay.io/a/tools:v1")
-                && e.contains("registry.example/b/tools:v1")
-                && e.contains("`tools_v1`")
-                && e.contains("--payload shared"),
-            "{e}"
-        );
+        for format in ["ztp", "shared"] {
+            let e = check_names(&[a.clone(), b.clone()], format)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("quay.io/a/tools:v1")
+                    && e.contains("registry.example/b/tools:v1")
+                    && e.contains("`tools_v1`")
+                    && e.contains(&format!("the {format} payload")),
+                "{e}"
+            );
+        }
         // The same image under two repositories is one set of bytes: no conflict.
         let c = image("registry.example/c/tools:v1", 'a');
         check_names(&[a, c], "ztp").unwrap();

@@ -243,6 +243,8 @@ pub fn pull(args: &[&str]) -> Result<()> {
     }
     crate::packages::ensure(&[("docker-registry", "docker-registry"), ("skopeo", "skopeo")])?;
     run(cargo().args(["build", "--release", "--bin", "prestage"]))?;
+    // Everything under DIR/run, which each run removes first: never DIR itself.
+    let dir = dir.join("run");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let registry = Registry::start(&dir.join("registry"))?;

@@ -205,7 +205,11 @@ pub fn regenerate(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    if let Some(n) = dir.file_name().filter(|_| parent == lock.dir()) {
+    // The same directory however it is spelled (`-o /abs/x.node` beside a relative image).
+    let same = |a: &Path, b: &Path| {
+        a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+    };
+    if let Some(n) = dir.file_name().filter(|_| same(parent, lock.dir())) {
         lock.sweep(&n.to_string_lossy())?;
     }
     NodeSet::new(&found.label)?

@@ -1,12 +1,12 @@
 //! `--save-partlabel <label>` (the generated `installer-args.json`) keeps the data partition
 //! when coreos-installer writes RHCOS over the start of the disk, checked with coreos-installer's
 //! own code. A loop device need not expose its partitions (no partition scan, no udev in a
-//! container), so `coreos-installer install` would stop at its exclusive-access check; the helper crate in
-//! `tests/coreos-installer/` (not part of the workspace; built once by `cargo xtask ci`, or here
-//! when missing) runs the library steps `install` runs: its argument parser on the installer
-//! arguments, `SavedPartitions::new_from_disk` on the loop device holding a built image, and
-//! `image_copy_default` writing an RHCOS-like GPT image (BIOS-BOOT, EFI-SYSTEM, boot, root) and
-//! merging the saved partition into its table. Afterwards `sgdisk -v` is clean, `data` is
+//! container), so `coreos-installer install` would stop at its exclusive-access check; the helper
+//! crate in `tests/coreos-installer/` (not part of the workspace; built once by `cargo xtask
+//! ci`, or here when missing) runs the library steps `install` runs: its argument parser on the
+//! installer arguments, `SavedPartitions::new_from_disk` on the loop device holding a built
+//! image, and `image_copy_default` writing an RHCOS-like GPT image (BIOS-BOOT, EFI-SYSTEM, boot,
+//! root) and merging the saved partition into its table. Afterwards `sgdisk -v` is clean, `data` is
 //! partition 5 after the four RHCOS partitions at its old sectors, and `prestage verify` passes.
 
 mod common;

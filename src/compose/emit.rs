@@ -120,15 +120,21 @@ impl RawWriter {
     }
 }
 
-impl ImageWriter for RawWriter {
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
-        if offset + data.len() as u64 > self.size {
+impl RawWriter {
+    fn check_within(&self, offset: u64, len: u64) -> Result<()> {
+        if offset + len > self.size {
             bail!(
-                "internal error: write of {} bytes at {offset} beyond the disk end {}",
-                data.len(),
+                "internal error: {len} bytes at {offset} beyond the disk end {}",
                 self.size
             );
         }
+        Ok(())
+    }
+}
+
+impl ImageWriter for RawWriter {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.check_within(offset, data.len() as u64)?;
         self.file
             .write_all_at(data, offset)
             .with_context(|| format!("writing the image at offset {offset}"))?;
@@ -150,12 +156,7 @@ impl ImageWriter for RawWriter {
         true
     }
     fn copy_range(&mut self, src: &File, src_offset: u64, offset: u64, len: u64) -> Result<()> {
-        if offset + len > self.size {
-            bail!(
-                "internal error: copy of {len} bytes at {offset} beyond the disk end {}",
-                self.size
-            );
-        }
+        self.check_within(offset, len)?;
         // copy_file_range(2): the page cache copies the bytes, as `cp` does; in chunks, so that
         // progress (and the test pause hook) see them go by.
         let (mut from, mut to, end) = (src_offset, offset, src_offset + len);

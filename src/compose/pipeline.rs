@@ -527,10 +527,10 @@ fn fill_files(
                             f(c.len() as u64);
                         }
                     }
-                    Msg::Copy(i, f, at) => {
+                    Msg::Copy(i, file, at) => {
                         for r in &order[i].runs {
                             w.copy_range(
-                                &f,
+                                &file,
                                 at + r.file_offset,
                                 part_offset + r.part_offset,
                                 r.len,

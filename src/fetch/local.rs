@@ -1,7 +1,8 @@
 //! Local sources for air-gapped sites: OCI image layout directories (`oci:DIR[:REF]`, with
 //! `index.json` and `blobs/sha256/`) and containers `dir:` directories (`manifest.json`, list
 //! instances as `<hex>.manifest.json`, blobs named by their hex digest). Content is copied into
-//! the store through the same hashing path as downloads.
+//! the store through the same hashing path as downloads, or read in place by a build
+//! ([`Source::locate`]).
 
 use std::fs::File;
 use std::io::Read;
@@ -13,7 +14,7 @@ use super::digest::Digest;
 use super::manifest::Descriptor;
 use super::progress::Progress;
 use super::retry::Failure;
-use super::source::{FetchedManifest, Source};
+use super::source::{FetchedManifest, Located, Source};
 use super::store::PartialBlob;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -61,6 +62,16 @@ fn copy_into(path: &Path, slot: &mut PartialBlob, progress: &Progress) -> Result
         slot.write(&buf[..n]).map_err(|e| fail(format!("{e:#}")))?;
         progress.bytes(n as u64);
     }
+}
+
+/// A whole file of exactly `size` bytes, as a blob read in place.
+fn located(path: PathBuf, size: u64) -> Option<Located> {
+    let len = std::fs::metadata(&path).ok().filter(|m| m.is_file())?.len();
+    (len == size).then(|| Located {
+        what: path.display().to_string(),
+        path,
+        offset: 0,
+    })
 }
 
 /// An image in an OCI image layout.
@@ -179,6 +190,10 @@ impl Source for OciLayoutSource {
     ) -> Result<(), Failure> {
         copy_into(&self.blob_path(&desc.digest), slot, progress)
     }
+
+    fn locate(&self, desc: &Descriptor) -> Option<Located> {
+        located(self.blob_path(&desc.digest), desc.size)
+    }
 }
 
 /// An image in a containers `dir:` directory.
@@ -217,5 +232,9 @@ impl Source for DirSource {
         progress: &Progress,
     ) -> Result<(), Failure> {
         copy_into(&self.dir.join(desc.digest.hex()), slot, progress)
+    }
+
+    fn locate(&self, desc: &Descriptor) -> Option<Located> {
+        located(self.dir.join(desc.digest.hex()), desc.size)
     }
 }

@@ -53,36 +53,6 @@ impl fmt::Debug for Source {
 pub const CHUNK: usize = 4 << 20;
 
 impl Source {
-    /// The open file and offset holding exactly `size` bytes of this source, for a copy that
-    /// does not stream (`None` for bytes in memory and generators). The file must hold those
-    /// bytes now: a whole-file source of another length is an error, as in [`Source::stream`].
-    pub fn open_range(&self, size: u64) -> Result<Option<(File, u64)>> {
-        let (path, offset, whole) = match self {
-            Source::File(path) => (path, 0, true),
-            Source::Range { path, offset } => (path, *offset, false),
-            Source::Bytes(_) | Source::Generated(_) => return Ok(None),
-        };
-        let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let len = f
-            .metadata()
-            .with_context(|| format!("reading the size of {}", path.display()))?
-            .len();
-        if len < offset + size {
-            bail!(
-                "{}: file shrank while composing ({} bytes expected, {len} there)",
-                path.display(),
-                offset + size
-            );
-        }
-        if whole && len != size {
-            bail!(
-                "{}: file grew while composing (expected {size} bytes)",
-                path.display()
-            );
-        }
-        Ok(Some((f, offset)))
-    }
-
     /// Streams exactly `size` bytes of this source into `sink`, in chunks of at most [`CHUNK`].
     /// A source that yields fewer or more bytes than promised is an error (a file changed while
     /// composing would otherwise produce a silently wrong image).
@@ -203,6 +173,11 @@ pub struct Expected {
     pub sha256: String,
     /// What the file is, for the error (`blob sha256:… of IMAGE`).
     pub what: String,
+    /// Where its bytes are read from, for the error (`the store's copy PATH`, an archive's
+    /// member); the source's file when `None`.
+    pub from: Option<String>,
+    /// What to do when they do not match (`run prestage store verify`).
+    pub hint: Option<String>,
 }
 
 impl Entry {

@@ -3,7 +3,9 @@
 //! Both formats are written through [`ImageWriter::write_at`]; nothing is ever written twice and
 //! there is no whole-disk intermediate. A raw image is a sparse file of the disk's size: only the
 //! ranges written (partition table, filesystem metadata, file data) take space, so holes stay
-//! holes. A qcow2 image is created natively with imago (no `qemu-img convert`), allocating only the
+//! holes. Its large aligned writes ([`ImageWriter::write_aligned`]) go around the page cache
+//! (`O_DIRECT`) where the filesystem allows it: the bytes go from the writer's buffer to the
+//! disk, with no copy into the page cache and no writeback afterwards. A qcow2 image is created natively with imago (no `qemu-img convert`), allocating only the
 //! clusters written. [`open`] reads either format back through [`ReadAt`] for verification.
 
 use std::fs::File;
@@ -19,7 +21,6 @@ use imago::{
 };
 use imago::{StorageCreateOptions, StorageOpenOptions};
 
-use crate::compose::content::CHUNK;
 use crate::compose::diskio::ReadAt;
 
 /// Output image format.
@@ -52,55 +53,28 @@ impl Format {
 pub trait ImageWriter {
     /// Writes `data` at disk offset `offset`.
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()>;
+    /// Writes the first `len` bytes of `buf` at `offset`; the rest of `buf` (less than
+    /// [`DIRECT_ALIGN`] bytes, all zeros) may be written too, where the caller owns them (the
+    /// unused end of a file's last block), so that an aligned buffer is written whole.
+    fn write_aligned(&mut self, offset: u64, buf: &[u8], len: usize) -> Result<()> {
+        self.write_at(offset, &buf[..len])
+    }
     /// Makes `[offset, offset + len)` read as zeros, allocated (not a hole) where the format
     /// would otherwise leave a flashed disk's old bytes there.
     fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<()>;
-    /// Whether [`ImageWriter::copy_range`] copies inside the kernel (no pass through this
-    /// process's memory). Callers stream the bytes through [`ImageWriter::write_at`] otherwise.
-    fn copies_in_kernel(&self) -> bool {
-        false
-    }
-    /// Copies `len` bytes of `src` from `src_offset` to disk offset `offset`.
-    fn copy_range(&mut self, src: &File, src_offset: u64, offset: u64, len: u64) -> Result<()> {
-        copy_through_memory(self, src, src_offset, offset, len)
-    }
     /// Writes out everything the writer holds (a qcow2's tables) into the file. Making the file
     /// durable (`sync_all`) is the caller's step, so it can overlap with verification.
     fn finish(&mut self) -> Result<()>;
 }
 
-/// [`ImageWriter::copy_range`] by reading `src` into a buffer and writing it.
-fn copy_through_memory<W: ImageWriter + ?Sized>(
-    w: &mut W,
-    src: &File,
-    src_offset: u64,
-    offset: u64,
-    len: u64,
-) -> Result<()> {
-    let mut buf = vec![0u8; len.min(CHUNK as u64) as usize];
-    let mut done = 0;
-    while done < len {
-        let n = (len - done).min(buf.len() as u64) as usize;
-        let at = src_offset + done;
-        match src.read_exact_at(&mut buf[..n], at) {
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                bail!(
-                    "the source ended before byte {} ({} expected)",
-                    at + n as u64,
-                    src_offset + len
-                )
-            }
-            r => r.with_context(|| format!("reading {n} bytes at offset {at}"))?,
-        }
-        w.write_at(offset + done, &buf[..n])?;
-        done += n as u64;
-    }
-    Ok(())
-}
+/// Alignment of memory, offsets and lengths for writes around the page cache.
+pub const DIRECT_ALIGN: usize = 4096;
 
 /// A sparse raw image.
 pub struct RawWriter {
     file: File,
+    /// The same file opened with `O_DIRECT`, while the filesystem accepts it.
+    direct: Option<File>,
     size: u64,
 }
 
@@ -116,7 +90,15 @@ impl RawWriter {
             .with_context(|| format!("creating {}", path.display()))?;
         file.set_len(size)
             .with_context(|| format!("sizing {} to {size} bytes", path.display()))?;
-        Ok(RawWriter { file, size })
+        // Filesystems without O_DIRECT (tmpfs) refuse the open: every write is buffered then.
+        let direct = rustix::fs::open(
+            path,
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::DIRECT | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .ok()
+        .map(File::from);
+        Ok(RawWriter { file, direct, size })
     }
 }
 
@@ -138,57 +120,50 @@ impl ImageWriter for RawWriter {
         self.file
             .write_all_at(data, offset)
             .with_context(|| format!("writing the image at offset {offset}"))?;
-        crate::testhook::wrote(data.len() as u64);
+        crate::testhook::wrote(crate::testhook::Target::Image, data.len() as u64);
         Ok(())
+    }
+    fn write_aligned(&mut self, offset: u64, buf: &[u8], len: usize) -> Result<()> {
+        let aligned = offset.is_multiple_of(DIRECT_ALIGN as u64)
+            && (buf.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
+            && buf.len().is_multiple_of(DIRECT_ALIGN)
+            && buf.len() >= len
+            && buf.len() - len < DIRECT_ALIGN;
+        if let (true, Some(d)) = (aligned, &self.direct) {
+            self.check_within(offset, buf.len() as u64)?;
+            match d.write_all_at(buf, offset) {
+                Ok(()) => {
+                    crate::testhook::wrote(crate::testhook::Target::Image, len as u64);
+                    return Ok(());
+                }
+                // A filesystem that opens with O_DIRECT but refuses these writes: buffered
+                // from now on.
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                    self.direct = None;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("writing the image at offset {offset}"))
+                }
+            }
+        }
+        self.write_at(offset, &buf[..len])
     }
     fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<()> {
         // Real zero bytes: a hole would not be written by bmaptool or `dd conv=sparse`.
-        let zeros = vec![0u8; (len.min(4 << 20)) as usize];
+        let chunk = (len.min(4 << 20) as usize).next_multiple_of(DIRECT_ALIGN);
+        let buf = vec![0u8; chunk + DIRECT_ALIGN];
+        let at = buf.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
+        let zeros = &buf[at..at + chunk];
         let mut done = 0;
         while done < len {
             let n = (len - done).min(zeros.len() as u64) as usize;
-            self.write_at(offset + done, &zeros[..n])?;
+            let whole = n.next_multiple_of(DIRECT_ALIGN).min(zeros.len());
+            if whole == n {
+                self.write_aligned(offset + done, &zeros[..n], n)?;
+            } else {
+                self.write_at(offset + done, &zeros[..n])?;
+            }
             done += n as u64;
-        }
-        Ok(())
-    }
-    fn copies_in_kernel(&self) -> bool {
-        true
-    }
-    fn copy_range(&mut self, src: &File, src_offset: u64, offset: u64, len: u64) -> Result<()> {
-        self.check_within(offset, len)?;
-        // copy_file_range(2): the page cache copies the bytes, as `cp` does; in chunks, so that
-        // progress (and the test pause hook) see them go by.
-        let (mut from, mut to, end) = (src_offset, offset, src_offset + len);
-        while from < end {
-            let want = (end - from).min(CHUNK as u64) as usize;
-            let n = match rustix::fs::copy_file_range(
-                src,
-                Some(&mut from),
-                &self.file,
-                Some(&mut to),
-                want,
-            ) {
-                Ok(0) => bail!("the source ended at byte {from} ({end} expected)"),
-                Ok(n) => n,
-                // Filesystems or kernels that cannot: through this process's memory.
-                Err(e)
-                    if [
-                        rustix::io::Errno::XDEV,
-                        rustix::io::Errno::INVAL,
-                        rustix::io::Errno::NOSYS,
-                        rustix::io::Errno::OPNOTSUPP,
-                    ]
-                    .contains(&e) =>
-                {
-                    return copy_through_memory(self, src, from, to, end - from);
-                }
-                Err(e) => {
-                    return Err(std::io::Error::from(e))
-                        .with_context(|| format!("copying into the image at offset {to}"))
-                }
-            };
-            crate::testhook::wrote(n as u64);
         }
         Ok(())
     }
@@ -230,7 +205,7 @@ impl ImageWriter for Qcow2Writer {
         self.img
             .write(data, offset)
             .with_context(|| format!("writing the qcow2 image at offset {offset}"))?;
-        crate::testhook::wrote(data.len() as u64);
+        crate::testhook::wrote(crate::testhook::Target::Image, data.len() as u64);
         Ok(())
     }
     fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<()> {
@@ -293,41 +268,4 @@ pub fn open(path: &Path) -> Result<(Format, Box<dyn ReadAt>)> {
             img: FormatAccess::new(q),
         }),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// copy_range gives the same bytes as write_at, within one filesystem (copy_file_range) and
-    /// across filesystems (a tmpfs source: the kernel may refuse, the copy goes through memory).
-    #[test]
-    fn raw_copy_range_copies_within_and_across_filesystems() {
-        let data: Vec<u8> = (0..(3 * CHUNK + 12_345)).map(|i| (i % 253) as u8).collect();
-        let out = tempfile::tempdir().unwrap();
-        let shm = tempfile::tempdir_in("/dev/shm").unwrap();
-        for src_dir in [out.path(), shm.path()] {
-            let src = src_dir.join("src");
-            std::fs::write(&src, &data).unwrap();
-            let img = out.path().join("img.raw");
-            let size = 2 * data.len() as u64;
-            let mut w = RawWriter::create(&img, size).unwrap();
-            assert!(w.copies_in_kernel());
-            let f = File::open(&src).unwrap();
-            w.copy_range(&f, 100, 4096, data.len() as u64 - 100)
-                .unwrap();
-            assert!(
-                w.copy_range(&f, 0, size - 10, 11).is_err(),
-                "past the disk end"
-            );
-            w.finish().unwrap();
-            let got = std::fs::read(&img).unwrap();
-            assert_eq!(got[4096..4096 + data.len() - 100], data[100..]);
-            assert!(got[..4096].iter().all(|&b| b == 0));
-            // A source shorter than asked for is an error, not zeros.
-            let mut w = RawWriter::create(&img, size).unwrap();
-            let e = w.copy_range(&f, 10, 0, data.len() as u64).unwrap_err();
-            assert!(format!("{e:#}").contains("ended"), "{e:#}");
-        }
-    }
 }

@@ -14,7 +14,10 @@
 //! - [`emit`]: raw and qcow2 writers and readers; [`bmap`]: bmaptool block maps of raw images;
 //!   `diskio`: positioned reads, partition windows;
 //! - [`output`]: the lock on an output path, dead runs' leftovers, the free-space checks;
-//! - [`verify`]: reading an image back through its own metadata against the manifest;
+//! - `write`: the image in one pass, every byte read, written and hashed once;
+//! - [`verify`]: reading an image back through its own metadata against the manifest (every
+//!   file re-read for `prestage verify`; for a fresh image, each file's extents against the runs
+//!   its bytes were hashed in);
 //! - `pipeline`: the order of work ([`compose`], [`compose_contents`]).
 
 pub mod bmap;
@@ -30,6 +33,7 @@ mod pipeline;
 pub mod plan;
 pub mod verify;
 pub(crate) mod vfat;
+mod write;
 pub mod xfs;
 
 pub use pipeline::{

@@ -9,34 +9,35 @@
 //! 3. build each partition's filesystem in a sparse partition-sized file in a private work
 //!    directory beside the output (XFS: reserve-and-fill metadata; vfat: mkfs.fat + mtools);
 //! 4. check that the output filesystem holds what the image will allocate, then write the image
-//!    under a temporary name: partition table, each partition's metadata ranges, then every
-//!    file's bytes streamed from its source into its extents (hashed on the way, except files
-//!    whose digest is given: verification proves those), then the manifest;
-//! 5. verify the written image the way `prestage verify` does while it is synced to stable
-//!    storage, and only then rename it into place.
+//!    under a temporary name in one pass ([`write`]): every byte read once, written once, in
+//!    disk order, each file hashed on the way (and checked against the digest it is named by),
+//!    the block map's range checksums computed from the same bytes, the manifests last;
+//! 5. complete the proof through the image's own metadata ([`verify::verify_written`]: each
+//!    file's inode maps exactly the runs whose bytes were hashed, the manifest reads back as
+//!    written) while the image is synced to stable storage, and only then rename it into place.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::cleanup;
-use crate::compose::content::{Content, Owners, CHUNK};
-use crate::compose::emit::{self, Format, ImageWriter};
+use crate::compose::bmap::Bmap;
+use crate::compose::content::{Content, Owners};
+use crate::compose::emit::{self, Format};
 use crate::compose::gpt;
 use crate::compose::layout::{human, Filesystem, Layout};
-use crate::compose::manifest::{self, Manifest};
+use crate::compose::manifest;
 use crate::compose::output;
 use crate::compose::plan;
 use crate::compose::verify::{self, PartReport};
 use crate::compose::vfat;
-use crate::compose::xfs::{self, Fill};
+use crate::compose::write;
+use crate::compose::xfs;
 
 /// What to compose.
 #[derive(Debug, Clone)]
@@ -75,6 +76,7 @@ pub struct Summary {
 /// One partition's finished filesystem, waiting to be written.
 enum Staged {
     Xfs {
+        label: String,
         offset: u64,
         built: xfs::Built,
         content: Content,
@@ -110,17 +112,18 @@ pub fn compose(req: &Request) -> Result<Summary> {
     compose_contents(layout, contents, &req.output, format, req.mtime)
 }
 
-/// A step run on the verified image's temporary path before it is renamed into place.
-pub type BeforeRename<'a> = &'a mut dyn FnMut(&Path) -> Result<()>;
+/// A step run on the verified image's temporary path (and its block map, for a raw image)
+/// before it is renamed into place.
+pub type BeforeRename<'a> = &'a mut dyn FnMut(&Path, Option<&Bmap>) -> Result<()>;
 
 /// What a caller of [`compose_contents_with`] adds to the run.
 #[derive(Default)]
 pub struct Hooks<'a> {
     /// Called with the number of file bytes written, as they are written (progress).
     pub written: Option<&'a (dyn Fn(u64) + Sync)>,
-    /// Called with the verified image's temporary path just before it is renamed into place
-    /// (files that must exist before the image does, such as a block map); an error stops the
-    /// run and leaves nothing at the output path.
+    /// Called with the verified image's temporary path and, for a raw image, its block map
+    /// just before it is renamed into place (files that must exist before the image does, such
+    /// as the block map's file); an error stops the run and leaves nothing at the output path.
     pub before_rename: Option<BeforeRename<'a>>,
 }
 
@@ -170,7 +173,6 @@ pub fn compose_contents_with(
         output::minimum(layout, &contents, format),
     )?;
     let work = lock.work_dir()?;
-    let expected = expectations(&contents);
 
     // Filesystems.
     let t0 = Instant::now();
@@ -183,6 +185,7 @@ pub fn compose_contents_with(
             Filesystem::Xfs(opts) => {
                 let built = xfs::build(p, ss, opts, uuid, &content, mtime, work.path())?;
                 staged.push(Staged::Xfs {
+                    label: p.label.clone(),
                     offset: p.offset(ss),
                     built,
                     content,
@@ -208,46 +211,63 @@ pub fn compose_contents_with(
     }
     let t1 = Instant::now();
 
-    // The image, under a temporary name, once its allocation is known to fit.
+    // The image, under a temporary name, once its allocation is known to fit: written in one
+    // pass that hashes every byte on the way (see `write`).
     let table = gpt::table_writes(layout, &guids)?;
     let writes = planned_writes(&table, &staged)?;
     output::check_writes(lock.dir(), output, &writes, format, layout.disk_size)?;
     let tmp = lock.partial_file()?;
-    let mut data_bytes = 0;
-    {
-        let mut w = emit::create(tmp.path(), format, layout.disk_size)?;
-        for (off, bytes) in table {
-            w.write_at(off, &bytes)?;
-        }
-        for s in &staged {
-            match s {
+    let tmp_path = tmp.path().to_path_buf();
+    let parts = staged
+        .iter()
+        .map(|s| {
+            Ok(match s {
                 Staged::Xfs {
                     offset,
                     built,
                     content,
-                } => {
-                    copy_ranges(&mut *w, &built.part_file, *offset, &built.metadata)?;
-                    for &(at, len) in &built.zeros {
-                        w.write_zeroes(offset + at, len)?;
-                    }
-                    data_bytes += fill_files(&mut *w, *offset, built, content, hooks.written)?;
-                }
-                Staged::Vfat { offset, file } => {
-                    let ranges = crate::compose::diskio::data_ranges(file)?;
-                    copy_ranges(&mut *w, file, *offset, &ranges)?;
-                }
-            }
-        }
-        w.finish()?;
-    }
-    drop(staged);
-    cleanup::forget(work.path());
-    drop(work);
+                    ..
+                } => write::PartWrite::Xfs {
+                    offset: *offset,
+                    built,
+                    content,
+                },
+                Staged::Vfat { offset, file } => write::PartWrite::Copy {
+                    offset: *offset,
+                    file,
+                    ranges: crate::compose::diskio::data_ranges(file)?,
+                },
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let done = {
+        let mut w = emit::create(&tmp_path, format, layout.disk_size)?;
+        write::write(
+            &mut *w,
+            &tmp_path,
+            layout.disk_size,
+            &table,
+            &parts,
+            format == Format::Raw,
+            hooks.written,
+        )?
+    };
     let t2 = Instant::now();
 
-    // Verify what was written, then put it in place. The image reaches stable storage on a
-    // second thread meanwhile: verification hashes from the page cache while the disk writes.
-    let tmp_path = tmp.path().to_path_buf();
+    // The proof, completed through the image's own metadata, while the image is synced to
+    // stable storage on a second thread; then the rename.
+    let mut written: BTreeMap<&str, verify::WrittenPart> = BTreeMap::new();
+    for (i, s) in staged.iter().enumerate() {
+        if let Staged::Xfs { label, built, .. } = s {
+            written.insert(
+                label.as_str(),
+                verify::WrittenPart {
+                    fills: &built.fills,
+                    manifest: done.manifests[i].as_deref().unwrap_or_default(),
+                },
+            );
+        }
+    }
     let require = layout
         .partitions
         .iter()
@@ -261,13 +281,12 @@ pub fn compose_contents_with(
         });
         let checked = (|| -> Result<_> {
             let (_, dev) = emit::open(&tmp_path)?;
-            let verified = verify::verify(&*dev, require)
-                .map_err(|e| damaged_source(e, &expected))
+            let verified = verify::verify_written(&*dev, require, &written)
                 .context("verifying the composed image")?;
             drop(dev);
             let t3 = Instant::now();
             if let Some(f) = hooks.before_rename.as_mut() {
-                f(&tmp_path)?;
+                f(&tmp_path, done.bmap.as_ref())?;
             }
             Ok((verified, t3))
         })();
@@ -278,6 +297,12 @@ pub fn compose_contents_with(
         synced?;
         Ok(checked)
     })?;
+    drop(written);
+    drop(parts);
+    drop(staged);
+    cleanup::forget(work.path());
+    drop(work);
+    let data_bytes = done.data_bytes;
     // Temporary files are created 0600; the image gets the usual 0666 less the umask.
     let umask = rustix::process::umask(rustix::fs::Mode::empty());
     rustix::process::umask(umask);
@@ -301,40 +326,6 @@ pub fn compose_contents_with(
             (t3 - t2).as_secs_f64(),
         ),
     })
-}
-
-/// The content-addressed files of every partition: (path, sha256) → (what it is, its source).
-type Expectations = BTreeMap<(String, String), (String, String)>;
-
-fn expectations(contents: &BTreeMap<String, Content>) -> Expectations {
-    let mut m = Expectations::new();
-    for c in contents.values() {
-        for e in c.entries() {
-            if let (Some(x), Some(src)) = (&e.expect, &e.source) {
-                m.insert(
-                    (e.path.clone(), x.sha256.clone()),
-                    (x.what.clone(), source_name(src)),
-                );
-            }
-        }
-    }
-    m
-}
-
-/// A verification error for a content-addressed file, told as what it is: its source (a store
-/// blob) does not have the digest it is named by. Other errors pass unchanged.
-fn damaged_source(e: anyhow::Error, expected: &Expectations) -> anyhow::Error {
-    let Some(m) = e.downcast_ref::<verify::Mismatch>() else {
-        return e;
-    };
-    match expected.get(&(m.path.clone(), m.want.clone())) {
-        Some((what, src)) => anyhow::anyhow!(
-            "{what}: the store's copy {src} hashes to sha256:{} (the store is damaged: run \
-             `prestage store verify`)",
-            m.got
-        ),
-        None => e,
-    }
 }
 
 /// Every byte range the image will be written with (table, metadata, zeros, file data), for
@@ -365,232 +356,6 @@ fn planned_writes(table: &[(u64, Vec<u8>)], staged: &[Staged]) -> Result<output:
         }
     }
     Ok(p)
-}
-
-/// Copies byte ranges of a partition file into the image at `offset`.
-fn copy_ranges(
-    w: &mut dyn ImageWriter,
-    file: &Path,
-    offset: u64,
-    ranges: &[(u64, u64)],
-) -> Result<()> {
-    let f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let mut buf = vec![0u8; CHUNK];
-    for &(start, len) in ranges {
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(CHUNK as u64) as usize;
-            f.read_exact_at(&mut buf[..n], start + done)
-                .with_context(|| format!("reading {}", file.display()))?;
-            w.write_at(offset + start + done, &buf[..n])?;
-            done += n as u64;
-        }
-    }
-    Ok(())
-}
-
-/// Streams `source` bytes into the image through a file's runs.
-fn write_runs(
-    w: &mut dyn ImageWriter,
-    part_offset: u64,
-    fill: &Fill,
-    chunk: &[u8],
-    pos: &mut u64,
-) -> Result<()> {
-    let mut data = chunk;
-    while !data.is_empty() {
-        let run = fill
-            .runs
-            .iter()
-            .find(|r| r.file_offset <= *pos && *pos < r.file_offset + r.len)
-            .with_context(|| format!("{}: byte {} has no reserved extent", fill.path, *pos))?;
-        let within = *pos - run.file_offset;
-        let n = ((run.len - within) as usize).min(data.len());
-        w.write_at(part_offset + run.part_offset + within, &data[..n])?;
-        *pos += n as u64;
-        data = &data[n..];
-    }
-    Ok(())
-}
-
-/// A source's file, for messages.
-fn source_name(src: &crate::compose::content::Source) -> String {
-    use crate::compose::content::Source;
-    match src {
-        Source::File(p) | Source::Range { path: p, .. } => p.display().to_string(),
-        Source::Bytes(_) | Source::Generated(_) => "(generated)".to_string(),
-    }
-}
-
-/// Streams every file of an XFS partition into its extents, then writes the manifest.
-fn fill_files(
-    w: &mut dyn ImageWriter,
-    part_offset: u64,
-    built: &xfs::Built,
-    content: &Content,
-    written: Option<&(dyn Fn(u64) + Sync)>,
-) -> Result<u64> {
-    let mut hashes: BTreeMap<String, String> = BTreeMap::new();
-    // Write in disk order so a raw image is written front to back.
-    let mut order: Vec<&Fill> = built
-        .fills
-        .values()
-        .filter(|f| f.path != manifest::PATH)
-        .collect();
-    order.sort_by_key(|f| f.runs.first().map_or(0, |r| r.part_offset));
-    // Reading, hashing and writing run on three threads (this one writes): throughput is the
-    // slowest of them instead of their sum. At most `DEPTH` chunks wait for each consumer.
-    // A content-addressed file's manifest record takes the digest its bytes must have: the
-    // verification pass hashes every file read back through the image and so proves them (a
-    // damaged source fails there, see `damaged_source`), so it is not hashed here too; from a
-    // file source into a raw image it goes by copy_file_range(2), as `cp` copies, without
-    // passing through this process's memory.
-    const DEPTH: usize = 4;
-    enum Msg {
-        Chunk(usize, Arc<Vec<u8>>),
-        /// File `i` is copied by the writer itself, in the kernel, from this file at this offset.
-        Copy(usize, File, u64),
-        Done(usize),
-    }
-    enum Hash {
-        Chunk(Arc<Vec<u8>>),
-        Done(usize),
-    }
-    /// A closed channel means the writer (or hasher) stopped; the writer reports why.
-    fn stopped<T>(_: T) -> anyhow::Error {
-        anyhow::anyhow!("writer stopped")
-    }
-    let in_kernel = w.copies_in_kernel();
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(DEPTH);
-    let (htx, hrx) = std::sync::mpsc::sync_channel::<Hash>(DEPTH);
-    let mut bytes = 0;
-    std::thread::scope(|scope| -> Result<()> {
-        let order = &order;
-        let hasher = scope.spawn(move || -> Vec<(usize, String)> {
-            let mut done = Vec::new();
-            let mut h = Sha256::new();
-            for m in hrx.iter() {
-                match m {
-                    Hash::Chunk(c) => h.update(&c[..]),
-                    Hash::Done(i) => done.push((i, hex::encode(std::mem::take(&mut h).finalize()))),
-                }
-            }
-            done
-        });
-        let reader = scope.spawn(move || -> Result<Vec<(usize, String)>> {
-            let mut known = Vec::new();
-            for (i, fill) in order.iter().enumerate() {
-                let e = content
-                    .get(&fill.path)
-                    .with_context(|| format!("internal error: {} not in content", fill.path))?;
-                let src = e
-                    .source
-                    .as_ref()
-                    .with_context(|| format!("internal error: {} has no source", fill.path))?;
-                if let Some(x) = &e.expect {
-                    known.push((i, x.sha256.clone()));
-                    if in_kernel {
-                        if let Some((f, at)) = src
-                            .open_range(fill.size)
-                            .with_context(|| format!("reading {}", fill.path))?
-                        {
-                            tx.send(Msg::Copy(i, f, at)).map_err(stopped)?;
-                            tx.send(Msg::Done(i)).map_err(stopped)?;
-                            continue;
-                        }
-                    }
-                }
-                let hashing = e.expect.is_none();
-                src.stream(fill.size, &mut |c| {
-                    let c = Arc::new(c.to_vec());
-                    if hashing {
-                        htx.send(Hash::Chunk(Arc::clone(&c))).map_err(stopped)?;
-                    }
-                    tx.send(Msg::Chunk(i, c)).map_err(stopped)
-                })
-                .with_context(|| format!("reading {}", fill.path))?;
-                if hashing {
-                    htx.send(Hash::Done(i)).map_err(stopped)?;
-                }
-                tx.send(Msg::Done(i)).map_err(stopped)?;
-            }
-            Ok(known)
-        });
-        let mut pos = 0u64;
-        let written = (|| -> Result<()> {
-            for msg in rx.iter() {
-                match msg {
-                    Msg::Chunk(i, c) => {
-                        write_runs(w, part_offset, order[i], &c, &mut pos)
-                            .with_context(|| format!("writing {}", order[i].path))?;
-                        if let Some(f) = written {
-                            f(c.len() as u64);
-                        }
-                    }
-                    Msg::Copy(i, file, at) => {
-                        for r in &order[i].runs {
-                            w.copy_range(
-                                &file,
-                                at + r.file_offset,
-                                part_offset + r.part_offset,
-                                r.len,
-                            )
-                            .with_context(|| format!("copying {} into the image", order[i].path))?;
-                            if let Some(f) = written {
-                                f(r.len);
-                            }
-                        }
-                    }
-                    Msg::Done(i) => {
-                        bytes += order[i].size;
-                        pos = 0;
-                    }
-                }
-            }
-            Ok(())
-        })();
-        drop(rx);
-        let read = reader
-            .join()
-            .map_err(|_| anyhow::anyhow!("the reading thread panicked"))?;
-        let computed = hasher
-            .join()
-            .map_err(|_| anyhow::anyhow!("the hashing thread panicked"))?;
-        // A failed writer makes the reader stop with "writer stopped": report the writer's error
-        // first; a failed reader ends the writer's loop normally and is reported second.
-        written?;
-        for (i, hash) in read?.into_iter().chain(computed) {
-            hashes.insert(order[i].path.clone(), hash);
-        }
-        Ok(())
-    })?;
-    for e in content
-        .entries()
-        .filter(|e| e.size == 0 && !manifest::is_own(&e.path))
-    {
-        hashes.insert(e.path.clone(), hex::encode(Sha256::digest(b"")));
-    }
-    let m = Manifest::of(content, |p| {
-        hashes
-            .get(p)
-            .cloned()
-            .with_context(|| format!("internal error: {p} was not hashed"))
-    })?;
-    let mbytes = m.to_bytes()?;
-    let fill = built
-        .fills
-        .get(manifest::PATH)
-        .context("internal error: the manifest has no extents")?;
-    if mbytes.len() as u64 != fill.size {
-        bail!(
-            "internal error: manifest is {} bytes, {} were reserved",
-            mbytes.len(),
-            fill.size
-        );
-    }
-    let mut pos = 0;
-    write_runs(w, part_offset, fill, &mbytes, &mut pos)?;
-    Ok(bytes + fill.size)
 }
 
 /// One line for people about a finished composition.

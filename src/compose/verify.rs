@@ -6,6 +6,13 @@
 //! owner, symlink target, and for regular files the size and the sha256 of the bytes read back
 //! through the extent map. No unwritten extent may remain inside a file (it would read as zeros on
 //! the node). Entries missing from either side are errors.
+//!
+//! [`verify_written`] is the same check for an image compose has just written, whose every
+//! file was hashed while its bytes were written: instead of reading the bytes again, each file's
+//! extent map, read from the image's own metadata, must map exactly the runs those hashed bytes
+//! went to, and the manifest must read back byte for byte as written. Together with the write
+//! pass (each run written once, no two pieces overlapping), that proves what re-reading would:
+//! the bytes each inode maps are the bytes that hashed to the digest its manifest record gives.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +24,7 @@ use crate::compose::diskio::{ReadAt, Window};
 use crate::compose::gpt;
 use crate::compose::manifest::{self, Manifest, Record};
 use crate::compose::xfs::ondisk::{FileKind, Xfs};
+use crate::compose::xfs::{Fill, Run};
 
 /// A file whose bytes, read back through the image, do not hash to what its manifest says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,9 +62,43 @@ pub struct PartReport {
     pub bytes: u64,
 }
 
+/// What compose wrote into one XFS partition, for [`verify_written`].
+pub struct WrittenPart<'a> {
+    /// Every regular file's runs, by path, whose bytes were hashed as they were written.
+    pub fills: &'a BTreeMap<String, Fill>,
+    /// The manifest's bytes as written.
+    pub manifest: &'a [u8],
+}
+
+/// How the bytes of files are proved.
+enum Bytes<'a> {
+    /// Read back through the extent map and hashed.
+    Reread,
+    /// Mapped exactly to the runs they were written (and hashed) in.
+    Written(&'a WrittenPart<'a>),
+}
+
 /// Verifies every XFS partition of `dev`; `require` names a partition that must be present and
 /// hold a verified XFS filesystem.
 pub fn verify(dev: &dyn ReadAt, require: Option<&str>) -> Result<Vec<PartReport>> {
+    verify_parts(dev, require, None)
+}
+
+/// Verifies an image compose has just written (see the module docs): every XFS partition must
+/// be one of `written` (by label), and each file's extents map exactly its written runs.
+pub fn verify_written(
+    dev: &dyn ReadAt,
+    require: Option<&str>,
+    written: &BTreeMap<&str, WrittenPart>,
+) -> Result<Vec<PartReport>> {
+    verify_parts(dev, require, Some(written))
+}
+
+fn verify_parts(
+    dev: &dyn ReadAt,
+    require: Option<&str>,
+    written: Option<&BTreeMap<&str, WrittenPart>>,
+) -> Result<Vec<PartReport>> {
     let (_, parts) = gpt::read(dev)?;
     if let Some(label) = require {
         if !parts.iter().any(|p| p.label == label) {
@@ -82,7 +124,16 @@ pub fn verify(dev: &dyn ReadAt, require: Option<&str>) -> Result<Vec<PartReport>
             }
             continue;
         }
-        let r = verify_xfs(&win).with_context(|| format!("partition `{}`", p.label))?;
+        let bytes = match written {
+            None => Bytes::Reread,
+            Some(w) => Bytes::Written(w.get(p.label.as_str()).with_context(|| {
+                format!(
+                    "partition `{}`: an XFS filesystem compose did not write",
+                    p.label
+                )
+            })?),
+        };
+        let r = verify_xfs_with(&win, bytes).with_context(|| format!("partition `{}`", p.label))?;
         reports.push(PartReport {
             label: p.label.clone(),
             ..r
@@ -151,8 +202,78 @@ fn hash_all<R: ReadAt + Sync>(fs: &Xfs<R>, jobs: &[(&str, u64, String)]) -> Resu
     })
 }
 
-/// Verifies one XFS filesystem against its manifest.
+/// Checks that a file's extents map exactly the runs its bytes were written to: the same
+/// partition offsets, in file order, covering `[0, size)`, none of them unwritten.
+fn check_runs(
+    path: &str,
+    size: u64,
+    extents: &[crate::compose::xfs::ondisk::Extent],
+    bs: u64,
+    part_offset: impl Fn(u64) -> u64,
+    runs: &[Run],
+) -> Result<()> {
+    let mut mapped: Vec<Run> = Vec::new();
+    for x in extents {
+        let file_offset = x.file_block * bs;
+        if file_offset >= size {
+            continue;
+        }
+        if x.unwritten {
+            bail!(
+                "{path}: extent at file block {} is still unwritten (reads as zeros)",
+                x.file_block
+            );
+        }
+        let len = (x.blocks * bs).min(size - file_offset);
+        let at = part_offset(x.start_fsb);
+        match mapped.last_mut() {
+            Some(r) if r.file_offset + r.len == file_offset && r.part_offset + r.len == at => {
+                r.len += len
+            }
+            _ => mapped.push(Run {
+                file_offset,
+                part_offset: at,
+                len,
+            }),
+        }
+    }
+    let mut want: Vec<Run> = Vec::new();
+    for r in runs {
+        match want.last_mut() {
+            Some(w)
+                if w.file_offset + w.len == r.file_offset
+                    && w.part_offset + w.len == r.part_offset =>
+            {
+                w.len += r.len
+            }
+            _ => want.push(*r),
+        }
+    }
+    if mapped != want {
+        bail!(
+            "{path}: its inode maps {} but its bytes were written to {} (file offset, partition \
+             offset, length)",
+            show_runs(&mapped),
+            show_runs(&want)
+        );
+    }
+    Ok(())
+}
+
+fn show_runs(runs: &[Run]) -> String {
+    let v: Vec<String> = runs
+        .iter()
+        .map(|r| format!("({}, {}, {})", r.file_offset, r.part_offset, r.len))
+        .collect();
+    format!("[{}]", v.join(", "))
+}
+
+/// Verifies one XFS filesystem against its manifest, re-reading every file.
 pub fn verify_xfs(dev: &dyn ReadAt) -> Result<PartReport> {
+    verify_xfs_with(dev, Bytes::Reread)
+}
+
+fn verify_xfs_with(dev: &dyn ReadAt, bytes: Bytes) -> Result<PartReport> {
     let fs = Xfs::open(dev).context("reading the XFS superblock")?;
     let walk = fs.walk().context("walking the directory tree")?;
     let mut by_path = BTreeMap::new();
@@ -171,6 +292,11 @@ pub fn verify_xfs(dev: &dyn ReadAt) -> Result<PartReport> {
         Ok(())
     })
     .context("reading /.prestage/manifest.json")?;
+    if let Bytes::Written(w) = &bytes {
+        if mbytes != w.manifest {
+            bail!("/.prestage/manifest.json does not read back as it was written");
+        }
+    }
     let m = Manifest::parse(&mbytes)?;
     let records: BTreeMap<&str, &Record> = m.entries.iter().map(|r| (r.path.as_str(), r)).collect();
     let mut report = PartReport {
@@ -228,7 +354,24 @@ pub fn verify_xfs(dev: &dyn ReadAt) -> Result<PartReport> {
                     .sha256
                     .clone()
                     .with_context(|| format!("{path}: manifest has no sha256"))?;
-                jobs.push((path.as_str(), ino, sha));
+                match &bytes {
+                    Bytes::Reread => jobs.push((path.as_str(), ino, sha)),
+                    Bytes::Written(w) if size > 0 => {
+                        let fill = w.fills.get(path.as_str()).with_context(|| {
+                            format!("{path}: a file with data compose did not write")
+                        })?;
+                        let sb = fs.sb();
+                        check_runs(
+                            path,
+                            size,
+                            &info.extents,
+                            bs,
+                            |fsb| sb.fsb_to_byte(fsb),
+                            &fill.runs,
+                        )?;
+                    }
+                    Bytes::Written(_) => {}
+                }
                 report.files += 1;
                 report.bytes += size;
             }
@@ -254,6 +397,75 @@ pub fn verify_xfs(dev: &dyn ReadAt) -> Result<PartReport> {
             bail!("{}: in the manifest but not in the filesystem", r.path);
         }
     }
+    if let Bytes::Written(w) = &bytes {
+        let files = by_path
+            .keys()
+            .filter(|p| w.fills.contains_key(p.as_str()))
+            .count();
+        if files != w.fills.len() {
+            bail!(
+                "the filesystem holds {files} of the {} files compose wrote",
+                w.fills.len()
+            );
+        }
+    }
     hash_all(&fs, &jobs)?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compose::xfs::ondisk::Extent;
+
+    fn x(file_block: u64, start_fsb: u64, blocks: u64, unwritten: bool) -> Extent {
+        Extent {
+            file_block,
+            start_fsb,
+            blocks,
+            unwritten,
+        }
+    }
+
+    fn run(file_offset: u64, part_offset: u64, len: u64) -> Run {
+        Run {
+            file_offset,
+            part_offset,
+            len,
+        }
+    }
+
+    #[test]
+    fn a_file_must_map_exactly_the_runs_its_bytes_were_written_to() {
+        let bs = 4096;
+        let at = |fsb: u64| fsb * bs;
+        // Two extents, contiguous on disk: one run of 3 blocks, the last one partly used.
+        let xs = [x(0, 10, 2, false), x(2, 12, 1, false)];
+        check_runs("f", 10_000, &xs, bs, at, &[run(0, 40960, 10_000)]).unwrap();
+        // The same bytes written as two runs are the same mapping.
+        check_runs(
+            "f",
+            10_000,
+            &xs,
+            bs,
+            at,
+            &[run(0, 40960, 8192), run(8192, 49152, 1808)],
+        )
+        .unwrap();
+        // Written elsewhere than the inode maps: refused, naming both.
+        let e = check_runs("f", 10_000, &xs, bs, at, &[run(0, 45056, 10_000)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("(0, 40960, 10000)") && e.contains("(0, 45056, 10000)"),
+            "{e}"
+        );
+        // A block the inode maps but nothing was written to.
+        let e = check_runs("f", 10_000, &xs, bs, at, &[run(0, 40960, 8192)]).unwrap_err();
+        assert!(e.to_string().contains("its inode maps"), "{e}");
+        // An unwritten extent inside the file reads as zeros.
+        let xs = [x(0, 10, 2, false), x(2, 12, 1, true)];
+        let e = check_runs("f", 10_000, &xs, bs, at, &[run(0, 40960, 10_000)]).unwrap_err();
+        assert!(e.to_string().contains("unwritten"), "{e}");
+    }
 }

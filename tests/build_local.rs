@@ -4,10 +4,12 @@
 //!
 //! Proves: both payloads and both image formats build and verify with a built-in layout name;
 //! the report lists every image and the block map sits beside raw images only; without a TTY
-//! the progress is plain lines; a build killed while writing the image (or while filling the
-//! store) leaves nothing at the output path, and the rerun completes from the store, fetching
-//! nothing again and sweeping the dead run's files. Runs are caught mid-write with the test-only
-//! pause hook (`PRESTAGE_TEST_PAUSE_AFTER_BYTES`), not with timers.
+//! the progress is plain lines; a build killed while writing the image leaves nothing at the
+//! output path, and the rerun sweeps the dead run's files and completes; a build killed while
+//! `--fill-store` copies the blobs it read in place into the store (after the image) leaves the
+//! image in place and verified, and the rerun completes the store, from which the next build
+//! reads. Runs are caught mid-write with the test-only pause hook
+//! (`PRESTAGE_TEST_PAUSE_AFTER_BYTES`, `PRESTAGE_TEST_PAUSE_IN`), not with timers.
 
 mod common;
 
@@ -20,6 +22,7 @@ use rustix::process::{waitpid, Pid, WaitOptions};
 use serde_json::Value;
 
 const PAUSE: &str = "PRESTAGE_TEST_PAUSE_AFTER_BYTES";
+const PAUSE_IN: &str = "PRESTAGE_TEST_PAUSE_IN";
 
 fn fixture(name: &str) -> PathBuf {
     repo_root().join("fixtures/demo-images").join(name)
@@ -52,6 +55,7 @@ fn build_cmd(dir: &Path, payload: &str, out: &Path) -> Command {
         .env("SOURCE_DATE_EPOCH", common::SOURCE_DATE_EPOCH)
         .env("HOME", dir)
         .env_remove(PAUSE)
+        .env_remove(PAUSE_IN)
         .stdin(Stdio::null());
     c
 }
@@ -114,27 +118,16 @@ fn start_paused(cmd: &mut Command, after: u64, log: &Path) -> std::process::Chil
 }
 
 #[test]
-fn a_killed_build_leaves_nothing_and_the_rerun_completes_from_the_store() {
+fn a_killed_build_leaves_nothing_and_a_killed_store_fill_leaves_the_image() {
     let dir = scratch("build-killed");
     let out = dir.path().join("site.raw");
     let log = dir.path().join("stderr.txt");
-    // Killed while filling the store (the first blob bytes), then while writing the image.
-    let mut child = start_paused(&mut build_cmd(dir.path(), "ztp", &out), 1, &log);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(!out.exists(), "something at the output path");
-    let r = run(build_cmd(dir.path(), "ztp", &out).arg("--json")).success();
-    let s: Value = serde_json::from_str(&r.stdout).unwrap();
-    note!(
-        "killed while pulling; rerun: {} blobs fetched, {} reused",
-        s["pull"]["blobs_fetched"],
-        s["pull"]["blobs_reused"]
+    // Killed while writing the image (1 MiB in), blobs read in place from the layout.
+    let mut child = start_paused(
+        build_cmd(dir.path(), "ztp", &out).env(PAUSE_IN, "image"),
+        1 << 20,
+        &log,
     );
-    for f in ["site.raw", "site.raw.report.json", "site.raw.bmap"] {
-        std::fs::remove_file(dir.path().join(f)).unwrap();
-    }
-    // Warm store: every byte counted now is an image byte.
-    let mut child = start_paused(&mut build_cmd(dir.path(), "ztp", &out), 1 << 20, &log);
     let left = temp_leftovers(dir.path(), "site.raw");
     assert!(
         left.iter().any(|l| l.contains(".partial-")),
@@ -147,8 +140,6 @@ fn a_killed_build_leaves_nothing_and_the_rerun_completes_from_the_store() {
         assert!(!dir.path().join(f).exists(), "{f} before the image");
     }
     let r = run(build_cmd(dir.path(), "ztp", &out).arg("--json")).success();
-    let s: Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(s["pull"]["blobs_fetched"], 0, "the rerun fetched again");
     assert!(
         r.stderr
             .contains("removed what an interrupted run left beside it"),
@@ -157,5 +148,32 @@ fn a_killed_build_leaves_nothing_and_the_rerun_completes_from_the_store() {
     );
     assert_eq!(temp_leftovers(dir.path(), "site.raw"), Vec::<String>::new());
     run(Command::new(common::bin()).arg("verify").arg(&out)).success();
-    note!("killed while writing the image: nothing at the output path; the rerun swept the dead run's files, fetched nothing and verifies");
+    note!("killed while writing the image: nothing at the output path; the rerun swept the dead run's files and verifies");
+
+    // Killed while --fill-store copies into the store, after the image is in place.
+    let filled = dir.path().join("filled.raw");
+    let mut child = start_paused(
+        build_cmd(dir.path(), "shared", &filled)
+            .arg("--fill-store")
+            .env(PAUSE_IN, "store"),
+        1,
+        &log,
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        filled.exists(),
+        "the image is not in place before the store is filled"
+    );
+    run(Command::new(common::bin()).arg("verify").arg(&filled)).success();
+    let r =
+        run(build_cmd(dir.path(), "shared", &filled).args(["--fill-store", "--json"])).success();
+    let s: Value = serde_json::from_str(&r.stdout).unwrap();
+    let filled_blobs = s["filled"]["blobs_fetched"].as_u64().unwrap();
+    assert!(filled_blobs > 0, "{}", s["filled"]);
+    let r = run(build_cmd(dir.path(), "shared", &out).arg("--json")).success();
+    let s: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(s["pull"]["blobs_in_place"], 0, "the store is not complete");
+    assert_eq!(s["pull"]["blobs_fetched"], 0);
+    note!("killed while filling the store: the image was in place and verifies; the rerun copied {filled_blobs} blobs and the next build reads only the store");
 }

@@ -110,6 +110,33 @@ fn oci_layout_and_dir_sources_then_prune() {
     );
     drop(st);
 
+    say!("a warm pull with nothing to fetch rewrites no record");
+    let records = || -> Vec<(std::path::PathBuf, i64, i64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let mut v: Vec<_> = std::fs::read_dir(store.join("refs"))
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                let m = std::fs::metadata(&p).unwrap();
+                (p, m.mtime_nsec(), m.ctime_nsec(), m.ino())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = records();
+    let out = registry::ok(
+        pull(root, &store)
+            .arg(format!("oci:{l}:v1"))
+            .arg(format!("oci:{l}:v2")),
+    );
+    let sum = registry::summary(&out);
+    assert_eq!(
+        (sum["images"].as_u64(), sum["blobs_fetched"].as_u64()),
+        (Some(2), Some(0))
+    );
+    assert_eq!(records(), before, "a record was rewritten");
+
     let err = registry::fails(pull(root, &store).arg(format!("oci:{l}")));
     say!("  error: {}", err.trim());
     assert!(

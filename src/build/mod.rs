@@ -6,9 +6,14 @@
 //! 2. **manifests** (fetch): every staged image's manifests, so every size is known;
 //! 3. **plan** (payload + compose's planner): the partition content and the space it needs,
 //!    checked against the layout before any image blob is downloaded;
-//! 4. **pull** (fetch): the blobs the store lacks;
-//! 5. **compose**: the image under a temporary name, verified; beside it `OUT.report.json`, for
-//!    raw images `OUT.raw.bmap`, and the node files; the image is renamed into place last.
+//! 4. **pull** (fetch): the blobs the store lacks and no local source holds (blobs of OCI
+//!    layouts, `oci:`/`dir:` sources and oc-mirror archives are read in place, not copied);
+//! 5. **compose**: the image under a temporary name, written in one pass that hashes every byte
+//!    on the way (each blob checked against its digest) and proved through the image's own
+//!    metadata; beside it `OUT.report.json`, for raw images `OUT.raw.bmap` (its checksums from
+//!    the same pass), and the node files; the image is renamed into place last;
+//! 6. with `--fill-store`, once the image is in place: the blobs read in place are copied into
+//!    the store, for the next build.
 
 pub mod cli;
 pub mod report;
@@ -25,11 +30,13 @@ use crate::compose::layout::{human, Filesystem, Layout, XfsOptions};
 use crate::compose::output::OutputLock;
 use crate::compose::{self, bmap, manifest, plan};
 use crate::fetch::connect::Connection;
+use crate::fetch::digest::Digest;
 use crate::fetch::progress::Progress;
 use crate::fetch::pull::{self, Request as PullRequest};
+use crate::fetch::source::Located;
 use crate::fetch::store::Store;
 use crate::imageset::resolve::{self, Resolution};
-use crate::payload::{self, ExtraFile, Format, Image, Payload};
+use crate::payload::{self, Blobs, ExtraFile, Format, Image, Payload};
 
 /// What to plan or build.
 pub struct Request {
@@ -43,6 +50,8 @@ pub struct Request {
     pub formats: Vec<Format>,
     /// Timestamp of every inode and tar member.
     pub mtime: i64,
+    /// Copy the blobs read in place into the store once the image is built.
+    pub fill_store: bool,
 }
 
 /// One staged image set, with every image's manifests in the store.
@@ -55,6 +64,8 @@ pub struct Prepared {
     pub requests: Vec<PullRequest>,
     /// The architecture list instances are selected for.
     pub arch: String,
+    /// Blobs the store lacks that a local source holds, read there.
+    pub located: BTreeMap<Digest, Located>,
     /// Seconds resolving and fetching manifests.
     pub seconds: f64,
 }
@@ -87,6 +98,8 @@ pub struct Plan {
     pub unique_bytes: u64,
     /// Bytes the store still has to download.
     pub to_download: u64,
+    /// Bytes read in place from local sources (not in the store, not downloaded).
+    pub in_place: u64,
     /// The partition.
     pub label: String,
     /// One entry per format.
@@ -132,6 +145,11 @@ pub fn prepare(req: &Request, store: Store, conn: Connection) -> Result<Prepared
         .into_iter()
         .map(|r| (r.reference.clone(), r))
         .collect();
+    let located = pull::locate_local(
+        &resolution.store,
+        &opts,
+        &records.values().cloned().collect::<Vec<_>>(),
+    )?;
     let mut images = Vec::new();
     for (i, key) in resolution.lists.images.iter().zip(&keys) {
         let record = records
@@ -151,11 +169,20 @@ pub fn prepare(req: &Request, store: Store, conn: Connection) -> Result<Prepared
         images,
         requests,
         arch,
+        located,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
 
 impl Prepared {
+    /// Where the payload reads the images' files.
+    pub fn blobs(&self) -> Blobs<'_> {
+        Blobs {
+            store: &self.resolution.store,
+            located: &self.located,
+        }
+    }
+
     /// The payload in `format` with `extra` files.
     pub fn payload(&self, format: Format, extra: &[ExtraFile], mtime: i64) -> Result<Payload> {
         payload::build(
@@ -163,7 +190,7 @@ impl Prepared {
             &self.resolution.lists,
             &self.resolution.imageset_yaml,
             &self.images,
-            &self.resolution.store,
+            self.blobs(),
             extra,
             mtime.max(0) as u64,
         )
@@ -197,7 +224,14 @@ impl Prepared {
         }
         let to_download = unique
             .values()
-            .filter(|f| !f.manifest && !store.has_blob(&f.digest))
+            .filter(|f| {
+                !f.manifest && !store.has_blob(&f.digest) && !self.located.contains_key(&f.digest)
+            })
+            .map(|f| f.size)
+            .sum();
+        let in_place = unique
+            .values()
+            .filter(|f| self.located.contains_key(&f.digest) && !store.has_blob(&f.digest))
             .map(|f| f.size)
             .sum();
         Ok(Plan {
@@ -207,6 +241,7 @@ impl Prepared {
             unique_files: unique.len(),
             unique_bytes: unique.values().map(|f| f.size).sum(),
             to_download,
+            in_place,
             label: req.label.clone(),
             formats,
         })
@@ -280,8 +315,10 @@ pub struct Seconds {
     pub write: f64,
     /// Verifying it.
     pub verify: f64,
-    /// Block map, report and node files.
+    /// Report and node files (the block map's checksums come from the write).
     pub finish: f64,
+    /// Copying blobs read in place into the store (`--fill-store`), after the image.
+    pub fill_store: f64,
 }
 
 /// What `build` did.
@@ -301,8 +338,11 @@ pub struct Summary {
     pub unique_files: usize,
     /// Bytes of files on the partition.
     pub partition_bytes: u64,
-    /// Blobs downloaded and reused by the pull.
+    /// Blobs downloaded, reused and read in place by the pull.
     pub pull: pull::Summary,
+    /// What `--fill-store` copied into the store after the build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filled: Option<pull::Summary>,
     /// The plan of the format built.
     pub plan: FormatPlan,
     /// `OUT.report.json`.
@@ -355,19 +395,15 @@ pub trait NodeFiles {
     fn write_beside(&self, format: Format, dir: &Path) -> Result<()>;
 }
 
-/// Builds the image: plan, refuse when it does not fit, pull, compose, report.
+/// Builds the image: plan, refuse when it does not fit, pull, compose, report; says what it does
+/// through `progress`.
 pub fn build(
     req: &Request,
     prepared: &Prepared,
     out: &Output,
     node: Option<&dyn NodeFiles>,
-    quiet: bool,
+    progress: &Progress,
 ) -> Result<Summary> {
-    let say = |m: &str| {
-        if !quiet {
-            eprintln!("{m}");
-        }
-    };
     let format = *req
         .formats
         .first()
@@ -401,7 +437,7 @@ pub fn build(
         .first()
         .cloned()
         .context("internal error: no plan")?;
-    say(&format!(
+    progress.line(&format!(
         "plan: {} images ({} discovery, {} install), {} distinct files, {} payload ({}); \
          partition `{}` {}, {} free after it",
         plan.images,
@@ -416,32 +452,62 @@ pub fn build(
     ));
     let t1 = Instant::now();
 
-    // Every blob into the store.
-    let opts = prepared
-        .resolution
-        .conn
-        .options(prepared.requests.clone(), &prepared.arch, false);
-    let pulled = pull::pull(&prepared.resolution.store, &opts, &Progress::new(quiet))?;
+    // The blobs the store lacks and no local source holds.
+    let mut opts =
+        prepared
+            .resolution
+            .conn
+            .options(prepared.requests.clone(), &prepared.arch, false);
+    opts.in_place = true;
+    let pulled = pull::pull(&prepared.resolution.store, &opts, progress)?;
+    progress.line(&format!(
+        "pull: {} blobs fetched ({}), {} in the store, {} read in place from local sources, in \
+         {:.1} s",
+        pulled.blobs_fetched,
+        human(pulled.bytes),
+        pulled.blobs_reused,
+        pulled.blobs_in_place,
+        pulled.seconds
+    ));
     let t2 = Instant::now();
 
-    let payload = prepared.payload(format, &extra_files, req.mtime)?;
+    let blobs = Blobs {
+        store: &prepared.resolution.store,
+        located: &pulled.located,
+    };
+    let payload = payload::build(
+        format,
+        &prepared.resolution.lists,
+        &prepared.resolution.imageset_yaml,
+        &prepared.images,
+        blobs,
+        &extra_files,
+        req.mtime.max(0) as u64,
+    )?;
     let reports = payload.images.clone();
+    for r in &reports {
+        progress.detail(&format!("{} {} ({})", r.digest, r.source, human(r.bytes)));
+    }
     let mut contents = BTreeMap::new();
     contents.insert(req.label.clone(), payload.content);
-    say(&format!(
-        "composing {} ({}, {})",
-        out.image.display(),
-        out.format.name(),
-        human(req.layout.disk_size)
-    ));
+    progress.stage(
+        "write",
+        fplan.payload_bytes,
+        &format!(
+            "composing {} ({}, {})",
+            out.image.display(),
+            out.format.name(),
+            human(req.layout.disk_size)
+        ),
+    );
     let mut finish_secs = 0.0;
     let report_path = out.report_path();
     let bmap_path = out.bmap_path();
     let node_dir = node.map(|_| out.node_dir());
-    let mut before_rename = |tmp: &Path| -> Result<()> {
+    let mut before_rename = |_tmp: &Path, map: Option<&bmap::Bmap>| -> Result<()> {
         let tf = Instant::now();
         if let Some(b) = &bmap_path {
-            let map = bmap::of_image(tmp).context("making the block map")?;
+            let map = map.context("internal error: a raw image without its block map")?;
             write_atomic(&lock, b, map.to_xml().as_bytes())?;
         }
         let r = report::Report {
@@ -460,9 +526,7 @@ pub fn build(
         finish_secs = tf.elapsed().as_secs_f64();
         Ok(())
     };
-    let progress = Progress::new(quiet);
     let written = |n: u64| progress.bytes(n);
-    progress.start(0, fplan.payload_bytes);
     let s = compose::compose_contents_with(
         &req.layout,
         contents,
@@ -474,6 +538,24 @@ pub fn build(
             before_rename: Some(&mut before_rename),
         },
     )?;
+    drop(lock);
+
+    // The store gets what was read in place, for the next build, once the image is in place.
+    let t3 = Instant::now();
+    let filled = if req.fill_store && !pulled.located.is_empty() {
+        opts.in_place = false;
+        let f = pull::pull(&prepared.resolution.store, &opts, progress)
+            .context("the image is built; filling the store afterwards failed")?;
+        progress.line(&format!(
+            "fill-store: {} blobs ({}) copied into the store in {:.1} s",
+            f.blobs_fetched,
+            human(f.bytes),
+            f.seconds
+        ));
+        Some(f)
+    } else {
+        None
+    };
     progress.finish();
     Ok(Summary {
         output: s.output,
@@ -484,6 +566,7 @@ pub fn build(
         unique_files: payload.unique_files,
         partition_bytes: s.data_bytes,
         pull: pulled,
+        filled,
         plan: fplan,
         report: report_path,
         bmap: bmap_path,
@@ -496,6 +579,7 @@ pub fn build(
             write: s.seconds.1,
             verify: s.seconds.2,
             finish: finish_secs,
+            fill_store: t3.elapsed().as_secs_f64(),
         },
     })
 }

@@ -148,6 +148,7 @@ impl Connection {
                 attempts: self.retries,
                 ..RetryPolicy::default()
             },
+            in_place: false,
         }
     }
 }

@@ -1,7 +1,13 @@
 //! The pull: resolve every requested image's manifests (in parallel, trying mirrors then the
 //! registry), then download the union of their blobs once each with a bounded pool of workers,
 //! retrying transient failures (resuming with Range) and recording each image only when
-//! everything it needs is in the store.
+//! everything it needs is in the store (a record that is already there as it is stays
+//! untouched).
+//!
+//! In place ([`PullOptions::in_place`], what `build` asks for): a blob the store lacks that a
+//! local source holds (an OCI layout given with `--oci-mirror`, an `oci:`/`dir:` source, an
+//! oc-mirror archive) is not copied into the store; the summary says where it lies
+//! ([`Summary::located`]) and the build reads it there, checking its digest as it writes it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +25,7 @@ use super::progress::{self, Progress};
 use super::reference::{canonical_key, SourceRef};
 use super::registry::{Registries, RegistrySource};
 use super::retry::{Failure, RetryPolicy};
-use super::source::{FetchedManifest, Source};
+use super::source::{FetchedManifest, Located, Source};
 use super::store::{BlobRef, Finish, Instance, PartialBlob, Record, Slot, Store};
 
 /// A requested image.
@@ -64,6 +70,8 @@ pub struct PullOptions {
     pub oci_mirrors: Vec<std::path::PathBuf>,
     /// Retry limits.
     pub retry: RetryPolicy,
+    /// Leave blobs that a local source holds where they are (see the module docs).
+    pub in_place: bool,
 }
 
 /// What a pull did.
@@ -75,10 +83,18 @@ pub struct Summary {
     pub blobs_fetched: usize,
     /// Blobs already in the store.
     pub blobs_reused: usize,
+    /// Blobs read in place from local sources (not copied into the store).
+    pub blobs_in_place: usize,
     /// Bytes received (including bytes received again after failures).
     pub bytes: u64,
     /// Wall time.
     pub seconds: f64,
+    /// Where the blobs read in place lie.
+    #[serde(skip)]
+    pub located: BTreeMap<Digest, Located>,
+    /// What every requested image resolved to (recorded in the store or not).
+    #[serde(skip)]
+    pub records: Vec<Record>,
 }
 
 struct Resolved {
@@ -399,6 +415,37 @@ pub fn resolve_manifests(store: &Store, opts: &PullOptions) -> Result<Vec<Record
     Ok(records)
 }
 
+/// Where the blobs of `records` that the store lacks lie in a local source of their request
+/// (by key), for a build that reads them in place; nothing is read or fetched.
+pub fn locate_local(
+    store: &Store,
+    opts: &PullOptions,
+    records: &[Record],
+) -> Result<BTreeMap<Digest, Located>> {
+    let mut out = BTreeMap::new();
+    for req in &opts.requests {
+        let Some(rec) = records.iter().find(|r| r.reference == req.key) else {
+            continue;
+        };
+        let sources = sources_for(req, opts)?;
+        for b in rec.instances.iter().flat_map(|i| &i.blobs) {
+            if out.contains_key(&b.digest) || store.has_blob(&b.digest) {
+                continue;
+            }
+            let desc = Descriptor {
+                media_type: b.media_type.clone(),
+                digest: b.digest.clone(),
+                size: b.size,
+                platform: None,
+            };
+            if let Some(at) = sources.iter().find_map(|s| s.locate(&desc)) {
+                out.insert(b.digest.clone(), at);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Pulls every requested image into the store.
 pub fn pull(store: &Store, opts: &PullOptions, progress: &Progress) -> Result<Summary> {
     let t0 = Instant::now();
@@ -436,6 +483,13 @@ pub fn pull(store: &Store, opts: &PullOptions, progress: &Progress) -> Result<Su
     for (d, j) in jobs {
         if store.has_blob(&d) {
             summary.blobs_reused += 1;
+        } else if let Some(at) = opts
+            .in_place
+            .then(|| j.sources.iter().find_map(|s| s.locate(&j.desc)))
+            .flatten()
+        {
+            summary.blobs_in_place += 1;
+            summary.located.insert(d, at);
         } else {
             todo.push(j);
         }
@@ -466,12 +520,15 @@ pub fn pull(store: &Store, opts: &PullOptions, progress: &Progress) -> Result<Su
     }
     for r in &resolved {
         if store.is_complete(&r.record) {
-            store.put_record(&r.record)?;
+            // A warm pull finds every record as it is: nothing to rewrite.
+            if store.record(&r.request.key).ok().flatten().as_ref() != Some(&r.record) {
+                store.put_record(&r.record)?;
+            }
             summary.images += 1;
-            progress.line(&format!("{} {}", r.record.digest, r.request.key));
+            progress.detail(&format!("{} {}", r.record.digest, r.request.key));
         }
     }
-    progress.finish();
+    summary.records = resolved.into_iter().map(|r| r.record).collect();
     summary.bytes = progress.total_bytes();
     summary.seconds = t0.elapsed().as_secs_f64();
     if !errors.is_empty() {

@@ -22,6 +22,7 @@
 //! run (a removed file is unlinked while locked, and a pull that was waiting on it starts over on
 //! a fresh file), and never touches a live one.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::digest::Digest;
 use super::reference::canonical_key;
+use super::source::Located;
 
 /// What a requested reference resolved to, kept in `refs/`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -101,7 +103,7 @@ pub struct StoredInstance {
     pub blobs: Vec<StoredBlob>,
 }
 
-/// A blob in the store.
+/// A blob of a stored image: in the store, or where a local source holds it.
 #[derive(Clone, Debug)]
 pub struct StoredBlob {
     /// Digest.
@@ -110,8 +112,12 @@ pub struct StoredBlob {
     pub size: u64,
     /// Media type from the manifest.
     pub media_type: String,
-    /// Path of the blob file.
+    /// The file holding it.
     pub path: PathBuf,
+    /// Offset of its first byte in that file.
+    pub offset: u64,
+    /// Read in place from a local source: nobody checked its digest yet, so its reader does.
+    pub in_place: bool,
 }
 
 /// An open store. Holds the store lock (shared, or exclusive for pruning) while alive.
@@ -213,7 +219,7 @@ impl PartialBlob {
         self.file
             .write_all(buf)
             .with_context(|| format!("writing {}", self.part.display()))?;
-        crate::testhook::wrote(buf.len() as u64);
+        crate::testhook::wrote(crate::testhook::Target::Store, buf.len() as u64);
         self.hasher.update(buf);
         self.len += buf.len() as u64;
         Ok(())
@@ -593,6 +599,13 @@ impl Store {
         let Some(r) = self.record(reference)? else {
             return Ok(None);
         };
+        self.image_of(r, &BTreeMap::new()).map(Some)
+    }
+
+    /// The image a record describes, its blobs from the store or, for those the store lacks,
+    /// from where a local source holds them (`located`, from an in-place pull).
+    pub fn image_of(&self, r: Record, located: &BTreeMap<Digest, Located>) -> Result<StoredImage> {
+        let reference = r.reference.clone();
         let manifest = self.manifest(&r.digest)?;
         let mut instances = Vec::new();
         for i in &r.instances {
@@ -601,14 +614,20 @@ impl Store {
                 .iter()
                 .map(|b| {
                     let path = self.blob_path(&b.digest);
-                    if !path.is_file() {
+                    let (path, offset, in_place) = if path.is_file() {
+                        (path, 0, false)
+                    } else if let Some(l) = located.get(&b.digest) {
+                        (l.path.clone(), l.offset, true)
+                    } else {
                         bail!("{reference}: blob {} missing from the store", b.digest);
-                    }
+                    };
                     Ok(StoredBlob {
                         digest: b.digest.clone(),
                         size: b.size,
                         media_type: b.media_type.clone(),
                         path,
+                        offset,
+                        in_place,
                     })
                 })
                 .collect::<Result<_>>()?;
@@ -620,13 +639,13 @@ impl Store {
                 blobs,
             });
         }
-        Ok(Some(StoredImage {
+        Ok(StoredImage {
             reference: r.reference,
             digest: r.digest,
             media_type: r.media_type,
             manifest,
             instances,
-        }))
+        })
     }
 
     /// Re-hashes every blob and manifest and checks every record's content is present.

@@ -27,22 +27,107 @@ pub const MAX_TOTAL: u64 = 2 << 30;
 /// Default cap on the entries of all layers together (a rootfs has about 10^5).
 pub const MAX_ENTRIES: u64 = 4_000_000;
 
-/// One layer blob.
+/// One layer (or config) blob.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layer {
-    /// `sha256:...`, for messages.
+    /// `sha256:...`.
     pub digest: String,
     /// Media type from the manifest.
     pub media_type: String,
-    /// The blob file.
+    /// The file holding it.
     pub path: PathBuf,
+    /// Offset of its first byte in that file.
+    pub offset: u64,
+    /// Its size.
+    pub size: u64,
+    /// Read in place from a local source: its digest is checked as it is read (a store's blob
+    /// was checked when it was stored).
+    pub check: bool,
+}
+
+impl Layer {
+    /// The blob's bytes as a reader (exactly `size` of them, hashed when `check`).
+    fn open(&self) -> Result<Checked> {
+        use std::io::{Seek, SeekFrom};
+        let mut f =
+            File::open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
+        f.seek(SeekFrom::Start(self.offset))
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        Ok(Checked {
+            inner: f.take(self.size),
+            hash: self.check.then(<sha2::Sha256 as sha2::Digest>::new),
+        })
+    }
+
+    /// Fails unless the bytes `r` gave (all of them, read to the end now) hash to the digest.
+    fn finish(&self, mut r: Checked) -> Result<()> {
+        use sha2::Digest as _;
+        std::io::copy(&mut r, &mut std::io::sink())
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        if let Some(h) = r.hash.take() {
+            let got = format!("sha256:{}", hex::encode(h.finalize()));
+            if got != self.digest {
+                bail!(
+                    "blob {}: {} (at byte {}) hashes to {got}, not to its digest (that copy is \
+                     damaged)",
+                    self.digest,
+                    self.path.display(),
+                    self.offset
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole blob (at most `limit` bytes), checked like a layer.
+    pub fn read_all(&self, limit: u64) -> Result<Vec<u8>> {
+        if self.size > limit {
+            bail!(
+                "blob {}: {} bytes, more than {limit}",
+                self.digest,
+                self.size
+            );
+        }
+        let mut r = self.open()?;
+        let mut v = Vec::with_capacity(self.size as usize);
+        r.read_to_end(&mut v)
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        if v.len() as u64 != self.size {
+            bail!(
+                "blob {}: {} holds {} of its {} bytes",
+                self.digest,
+                self.path.display(),
+                v.len(),
+                self.size
+            );
+        }
+        self.finish(r)?;
+        Ok(v)
+    }
+}
+
+/// A blob's bytes, hashed on the way when they need checking.
+struct Checked {
+    inner: std::io::Take<File>,
+    hash: Option<sha2::Sha256>,
+}
+
+impl Read for Checked {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest as _;
+        let n = self.inner.read(buf)?;
+        if let Some(h) = self.hash.as_mut() {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
+    }
 }
 
 /// An image manifest split into its config blob and its layers.
 #[derive(Clone, Debug)]
 pub struct ImageBlobs {
     /// The config blob, when the manifest names one present in the instance.
-    pub config: Option<PathBuf>,
+    pub config: Option<Layer>,
     /// Layers in order.
     pub layers: Vec<Layer>,
 }
@@ -61,32 +146,35 @@ struct DescriptorDoc {
     media_type: String,
 }
 
-/// Splits a stored image manifest into config and layers, with each blob's path in the store.
+/// Splits a stored image manifest into config and layers, with where each blob lies.
 pub fn image_blobs(instance: &StoredInstance) -> Result<ImageBlobs> {
     let doc: ManifestDoc = serde_json::from_slice(&instance.manifest)
         .with_context(|| format!("manifest {}: not an image manifest", instance.digest))?;
-    let path_of = |digest: &str| {
+    let blob = |d: &DescriptorDoc| {
         instance
             .blobs
             .iter()
-            .find(|b| b.digest.to_string() == digest)
-            .map(|b| b.path.clone())
+            .find(|b| b.digest.to_string() == d.digest)
+            .map(|b| Layer {
+                digest: d.digest.clone(),
+                media_type: d.media_type.clone(),
+                path: b.path.clone(),
+                offset: b.offset,
+                size: b.size,
+                check: b.in_place,
+            })
     };
-    let config = doc.config.as_ref().and_then(|c| path_of(&c.digest));
+    let config = doc.config.as_ref().and_then(blob);
     let mut layers = Vec::new();
     for l in &doc.layers {
-        let Some(path) = path_of(&l.digest) else {
+        let Some(layer) = blob(l) else {
             bail!(
                 "manifest {}: layer {} is not in the store",
                 instance.digest,
                 l.digest
             );
         };
-        layers.push(Layer {
-            digest: l.digest.clone(),
-            media_type: l.media_type.clone(),
-            path,
-        });
+        layers.push(layer);
     }
     Ok(ImageBlobs { config, layers })
 }
@@ -256,10 +344,10 @@ pub fn read_files(layers: &[Layer], select: &Select, limits: &Limits) -> Result<
     let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut total = 0u64;
     for (i, l) in layers.iter().enumerate() {
-        let f = File::open(&l.path).with_context(|| format!("opening {}", l.path.display()))?;
+        let mut r = BufReader::with_capacity(1 << 20, l.open()?);
         read_layer(
             i,
-            BufReader::with_capacity(1 << 20, f),
+            &mut r,
             &l.media_type,
             select,
             limits,
@@ -268,6 +356,10 @@ pub fn read_files(layers: &[Layer], select: &Select, limits: &Limits) -> Result<
             &mut data,
         )
         .with_context(|| format!("layer {}", l.digest))?;
+        // Whatever the tar reader left (its end blocks, padding) is read for the digest too.
+        std::io::copy(&mut r, &mut std::io::sink())
+            .with_context(|| format!("reading {}", l.path.display()))?;
+        l.finish(r.into_inner())?;
     }
     finish(entries, data, select)
 }

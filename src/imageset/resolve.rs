@@ -18,10 +18,12 @@ use super::layers::{self, Limits};
 use super::lists::{self, AssistedImages, DiscoveryRule, ImageLists, Inputs, Resolved};
 use super::release::{self, Release};
 use crate::fetch::connect::Connection;
+use crate::fetch::digest::Digest;
 use crate::fetch::progress::Progress;
 use crate::fetch::pull::{self, Request as PullRequest};
 use crate::fetch::reference::{canonical_key, ImageRef};
-use crate::fetch::store::{Store, StoredImage};
+use crate::fetch::source::Located;
+use crate::fetch::store::{Record, Store, StoredImage};
 
 /// Which release components the discovery list takes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -95,11 +97,15 @@ pub struct Resolution {
     pub conn: Connection,
 }
 
+/// Pulls the images resolution reads (releases, catalogs): blobs a local source holds are read
+/// in place, not copied into the store (their digests are checked as they are read).
 struct Puller {
     store: Store,
     conn: Connection,
     quiet: bool,
     arch: String,
+    /// What the pulls resolved, by key, and where the blobs read in place lie.
+    pulled: std::cell::RefCell<(BTreeMap<String, Record>, BTreeMap<Digest, Located>)>,
 }
 
 impl Puller {
@@ -111,8 +117,17 @@ impl Puller {
             .iter()
             .map(|r| PullRequest::parse(r).map_err(|e| anyhow!("{r}: {e:#}")))
             .collect::<Result<Vec<_>>>()?;
-        let opts = self.conn.options(requests, &self.arch, false);
-        pull::pull(&self.store, &opts, &Progress::new(self.quiet))?;
+        let mut opts = self.conn.options(requests, &self.arch, false);
+        opts.in_place = true;
+        let progress = Progress::new(self.quiet);
+        let s = pull::pull(&self.store, &opts, &progress);
+        progress.finish();
+        let s = s?;
+        let mut pulled = self.pulled.borrow_mut();
+        for r in s.records {
+            pulled.0.insert(r.reference.clone(), r);
+        }
+        pulled.1.extend(s.located);
         Ok(())
     }
 
@@ -134,8 +149,13 @@ impl Puller {
     }
 
     fn image(&self, reference: &str) -> Result<StoredImage> {
+        let key = canonical_key(reference);
+        let pulled = self.pulled.borrow();
+        if let Some(r) = pulled.0.get(&key) {
+            return self.store.image_of(r.clone(), &pulled.1);
+        }
         self.store
-            .image(&canonical_key(reference))?
+            .image(&key)?
             .ok_or_else(|| anyhow!("{reference}: not in the store after pulling it"))
     }
 
@@ -291,7 +311,7 @@ fn select_operators(p: &Puller, set: &ImageSet) -> Result<Vec<Selected>> {
         let (img, blobs) = p.layers(&o.catalog)?;
         let labels = match &blobs.config {
             Some(c) => {
-                let bytes = std::fs::read(c).with_context(|| format!("reading {}", c.display()))?;
+                let bytes = c.read_all(layers::MAX_FILE)?;
                 layers::config_labels(&bytes)
                     .with_context(|| format!("catalog {}: image config", o.catalog))?
             }
@@ -343,6 +363,7 @@ pub fn resolve(a: &Request, store: Store, conn: Connection) -> Result<Resolution
         store,
         conn,
         quiet: a.quiet,
+        pulled: Default::default(),
         // The payload of a multi-arch release lists the same components in every instance.
         arch: if set.arch == "multi" {
             "amd64".to_string()

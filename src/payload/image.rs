@@ -2,8 +2,9 @@
 //!
 //! An [`Image`] is one staged image (its pinned source reference, the stages that load it) with
 //! the store [`Record`] of what it needs: the top-level manifest (or list), the selected image
-//! manifests and their blobs. [`Image::files`] lists those as store files with sizes, each
-//! digest once.
+//! manifests and their blobs. [`Image::files`] lists those with sizes, each digest once, and
+//! [`Blobs`] says where each one's bytes are read: the store, or in place in a local source (an
+//! OCI layout, an oc-mirror archive) for a blob the store does not hold.
 //!
 //! Names: an image is stored on the partition under `<name>`, the last `/` component of its
 //! source reference with the first `:` replaced by `_` (`ocp-v4.0-art-dev@sha256_<hex>`), the
@@ -13,10 +14,13 @@
 //! name, so the `ztp` payload can make it resolve too.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
+use crate::compose::content::{Expected, Source};
 use crate::fetch::digest::Digest;
+use crate::fetch::source::Located;
 use crate::fetch::store::{Record, Store};
 
 /// One staged image and what the store holds for it.
@@ -107,6 +111,72 @@ pub fn store_path(store: &Store, f: &ImageFile) -> std::path::PathBuf {
         store.manifest_path(&f.digest)
     } else {
         store.blob_path(&f.digest)
+    }
+}
+
+/// Where a payload reads image files: manifests and the blobs the store holds from the store,
+/// other blobs in place where a local source holds them (`located`, from the pull).
+#[derive(Clone, Copy)]
+pub struct Blobs<'a> {
+    /// The store.
+    pub store: &'a Store,
+    /// Blobs the store does not hold, where they lie on this machine.
+    pub located: &'a BTreeMap<Digest, Located>,
+}
+
+/// Where one image file's bytes are read.
+#[derive(Debug, Clone)]
+pub struct BlobAt {
+    /// The file holding them.
+    pub path: PathBuf,
+    /// Offset of the first byte.
+    pub offset: u64,
+    /// What holds them, for messages (`the store's copy PATH`, an archive's member).
+    pub from: String,
+    /// What to do when they do not hash to their digest.
+    pub hint: &'static str,
+}
+
+impl Blobs<'_> {
+    /// Where `f`'s bytes are read.
+    pub fn at(&self, f: &ImageFile) -> BlobAt {
+        if !f.manifest && !self.store.has_blob(&f.digest) {
+            if let Some(l) = self.located.get(&f.digest) {
+                return BlobAt {
+                    path: l.path.clone(),
+                    offset: l.offset,
+                    from: l.what.clone(),
+                    hint: "that copy is damaged: replace it, or pull the image into the store",
+                };
+            }
+        }
+        let path = store_path(self.store, f);
+        BlobAt {
+            from: format!("the store's copy {}", path.display()),
+            path,
+            offset: 0,
+            hint: "the store is damaged: run `prestage store verify`",
+        }
+    }
+
+    /// The source of `f`'s bytes and the digest they must have, `what` naming it in errors.
+    pub fn source(&self, f: &ImageFile, what: String) -> (Source, Expected) {
+        let at = self.at(f);
+        let src = if at.offset == 0 {
+            Source::File(at.path)
+        } else {
+            Source::Range {
+                path: at.path,
+                offset: at.offset,
+            }
+        };
+        let x = Expected {
+            sha256: f.digest.hex().to_string(),
+            what,
+            from: Some(at.from),
+            hint: Some(at.hint.to_string()),
+        };
+        (src, x)
     }
 }
 

@@ -26,10 +26,9 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-pub use image::Image;
+pub use image::{Blobs, Image};
 
 use crate::compose::content::{Content, Entry, Source};
-use crate::fetch::store::Store;
 use crate::imageset::lists::ImageLists;
 
 /// A payload format.
@@ -195,7 +194,7 @@ pub fn build(
     lists: &ImageLists,
     imageset_yaml: &str,
     images: &[Image],
-    store: &Store,
+    blobs: Blobs,
     extra: &[ExtraFile],
     mtime: u64,
 ) -> Result<Payload> {
@@ -211,8 +210,8 @@ pub fn build(
         ))?;
     }
     let reports = match format {
-        Format::Shared => shared::add(&mut content, images, store)?,
-        Format::Ztp => ztp::add(&mut content, images, store, mtime)?,
+        Format::Shared => shared::add(&mut content, images, blobs)?,
+        Format::Ztp => ztp::add(&mut content, images, blobs, mtime)?,
     };
     for f in extra {
         if content.get(&f.path).is_some() {
@@ -223,7 +222,7 @@ pub fn build(
     let unique_files = {
         let mut all = std::collections::BTreeSet::new();
         for i in images {
-            for f in i.files(store)? {
+            for f in i.files(blobs.store)? {
                 all.insert(f.digest);
             }
         }

@@ -17,31 +17,25 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use serde_json::json;
 
-use super::image::{image_name, store_path, Image};
+use super::image::{image_name, Blobs, Image, ImageFile};
 use super::{ImageReport, Stage};
-use crate::compose::content::{Content, Entry, Expected, Source};
-use crate::fetch::store::Store;
+use crate::compose::content::{Content, Entry};
 
 /// The directory holding every blob and manifest.
 pub const BLOBS: &str = "blobs";
 
 /// Adds the shared payload of `images` to `content`; returns one report per image.
-pub fn add(content: &mut Content, images: &[Image], store: &Store) -> Result<Vec<ImageReport>> {
-    // digest -> (size, store path, first image needing it, whether a manifest)
-    let mut files = BTreeMap::new();
+pub fn add(content: &mut Content, images: &[Image], blobs: Blobs) -> Result<Vec<ImageReport>> {
+    // digest -> (the file, the first image needing it)
+    let mut files: BTreeMap<_, (ImageFile, String)> = BTreeMap::new();
     let mut reports = Vec::new();
     for img in images {
         let mut bytes = 0;
-        for f in img.files(store)? {
+        for f in img.files(blobs.store)? {
             bytes += f.size;
-            files.entry(f.digest.clone()).or_insert_with(|| {
-                (
-                    f.size,
-                    store_path(store, &f),
-                    img.source.clone(),
-                    f.manifest,
-                )
-            });
+            files
+                .entry(f.digest.clone())
+                .or_insert_with(|| (f, img.source.clone()));
         }
         let name = image_name(&img.source);
         let mut paths = Vec::new();
@@ -54,7 +48,7 @@ pub fn add(content: &mut Content, images: &[Image], store: &Store) -> Result<Vec
                     "manifests": [{
                         "mediaType": img.record.media_type,
                         "digest": img.digest().to_string(),
-                        "size": files.get(img.digest()).map_or(0, |f| f.0),
+                        "size": files.get(img.digest()).map_or(0, |f| f.0.size),
                     }],
                 }))?;
                 bytes_entry(content, &format!("{dir}/oci-layout"), OCI_LAYOUT.to_vec())?;
@@ -64,20 +58,19 @@ pub fn add(content: &mut Content, images: &[Image], store: &Store) -> Result<Vec
         }
         reports.push(ImageReport::new(img, bytes, paths));
     }
-    for (digest, (size, path, image, manifest)) in files {
+    for (digest, (f, image)) in files {
+        let what = format!(
+            "{} {digest} of {image}",
+            if f.manifest { "manifest" } else { "blob" }
+        );
+        let (src, expect) = blobs.source(&f, what);
         let mut e = Entry::file(
             format!("{BLOBS}/sha256/{}", digest.hex()),
             0o644,
-            size,
-            Source::File(path),
+            f.size,
+            src,
         );
-        e.expect = Some(Expected {
-            sha256: digest.hex().to_string(),
-            what: format!(
-                "{} {digest} of {image}",
-                if manifest { "manifest" } else { "blob" }
-            ),
-        });
+        e.expect = Some(expect);
         content.add(e)?;
     }
     Ok(reports)

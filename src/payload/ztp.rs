@@ -15,19 +15,17 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::path::PathBuf;
+use std::io::{self, Read, Seek, Write};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest as _, Sha256};
 
 use super::gzip::{stored_size, StoredGzip};
-use super::image::{image_name, store_path, upstream_name, Image};
+use super::image::{image_name, upstream_name, BlobAt, Blobs, Image};
 use super::ImageReport;
 use crate::compose::content::{Content, Entry, Source};
 use crate::fetch::digest::Digest;
-use crate::fetch::store::Store;
 
 /// The `version` file of the `dir:` transport.
 const DIR_VERSION: &[u8] = b"Directory Transport Version: 1.1\n";
@@ -47,9 +45,10 @@ struct Member {
 enum Data {
     Dir,
     Bytes(&'static [u8]),
-    /// A store file, checked against its digest while it is read; `what` names it in errors.
-    Store {
-        path: PathBuf,
+    /// An image file (from the store, or in place in a local source), checked against its
+    /// digest while it is read; `what` names it in errors.
+    Blob {
+        at: BlobAt,
         digest: Digest,
         what: String,
     },
@@ -71,9 +70,9 @@ fn head(name: &str) -> Vec<Member> {
     ]
 }
 
-fn members(img: &Image, store: &Store, name: &str) -> Result<Vec<Member>> {
+fn members(img: &Image, blobs: Blobs, name: &str) -> Result<Vec<Member>> {
     let mut v = head(name);
-    for f in img.files(store)? {
+    for f in img.files(blobs.store)? {
         let path = if &f.digest == img.digest() {
             format!("{name}/manifest.json")
         } else if f.manifest {
@@ -84,8 +83,8 @@ fn members(img: &Image, store: &Store, name: &str) -> Result<Vec<Member>> {
         v.push(Member {
             path,
             size: f.size,
-            data: Data::Store {
-                path: store_path(store, &f),
+            data: Data::Blob {
+                at: blobs.at(&f),
                 what: format!(
                     "{} {} of {}",
                     if f.manifest { "manifest" } else { "blob" },
@@ -172,9 +171,9 @@ impl Write for SinkWriter<'_> {
     }
 }
 
-/// Reads a store file in large reads, hashing it unless it was checked already.
+/// Reads an image file in large reads, hashing it unless it was checked already.
 struct Hashing {
-    file: io::BufReader<File>,
+    file: io::BufReader<io::Take<File>>,
     hasher: Option<Sha256>,
 }
 
@@ -209,23 +208,28 @@ fn stream(
         match &m.data {
             Data::Dir => tar.append_data(&mut h, &m.path, io::empty()),
             Data::Bytes(b) => tar.append_data(&mut h, &m.path, *b),
-            Data::Store { path, digest, what } => {
-                let file = File::open(path)
-                    .with_context(|| format!("{what}: opening {}", path.display()))?;
+            Data::Blob { at, digest, what } => {
+                let mut file = File::open(&at.path)
+                    .with_context(|| format!("{what}: opening {}", at.path.display()))?;
                 let len = file
                     .metadata()
-                    .with_context(|| format!("{what}: {}", path.display()))?
+                    .with_context(|| format!("{what}: {}", at.path.display()))?
                     .len();
-                if len != m.size {
+                let short = len < at.offset + m.size;
+                if short || (at.offset == 0 && len != m.size) {
                     bail!(
-                        "{what}: the store's copy is {len} bytes, the manifest says {} (run \
-                         `prestage store verify`)",
-                        m.size
+                        "{what}: {} is {} bytes, the manifest says {} ({})",
+                        at.from,
+                        len - at.offset.min(len),
+                        m.size,
+                        at.hint
                     );
                 }
+                file.seek(io::SeekFrom::Start(at.offset))
+                    .with_context(|| format!("{what}: {}", at.path.display()))?;
                 let known = checked.lock().is_ok_and(|c| c.contains(digest.hex()));
                 let mut r = Hashing {
-                    file: io::BufReader::with_capacity(SINK_CHUNK, file),
+                    file: io::BufReader::with_capacity(SINK_CHUNK, file.take(m.size)),
                     hasher: (!known).then(Sha256::new),
                 };
                 tar.append_data(&mut h, &m.path, &mut r)
@@ -234,8 +238,9 @@ fn stream(
                     let got = hex::encode(hasher.finalize());
                     if got != digest.hex() {
                         bail!(
-                            "{what}: the store's copy hashes to sha256:{got} (the store is \
-                             damaged: run `prestage store verify`)"
+                            "{what}: {} hashes to sha256:{got}, not to its digest ({})",
+                            at.from,
+                            at.hint
                         );
                     }
                     if let Ok(mut c) = checked.lock() {
@@ -257,7 +262,7 @@ fn stream(
 pub fn add(
     content: &mut Content,
     images: &[Image],
-    store: &Store,
+    blobs: Blobs,
     mtime: u64,
 ) -> Result<Vec<ImageReport>> {
     let mut reports = Vec::new();
@@ -266,9 +271,9 @@ pub fn add(
     for img in images {
         let name = image_name(&img.source);
         let file = format!("{name}.tgz");
-        let bytes: u64 = img.files(store)?.iter().map(|f| f.size).sum();
+        let bytes: u64 = img.files(blobs.store)?.iter().map(|f| f.size).sum();
         if !done.contains_key(&name) {
-            let members = members(img, store, &name)?;
+            let members = members(img, blobs, &name)?;
             let size = stored_size(tar_size(&members, mtime)?);
             let members = Arc::new(members);
             let checked = Arc::clone(&checked);
@@ -302,6 +307,15 @@ pub fn add(
 mod tests {
     use super::*;
 
+    fn test_at(path: &std::path::Path) -> BlobAt {
+        BlobAt {
+            path: path.to_path_buf(),
+            offset: 0,
+            from: format!("the store's copy {}", path.display()),
+            hint: "the store is damaged",
+        }
+    }
+
     #[test]
     fn tar_size_matches_what_is_written() {
         let dir = tempfile::tempdir().unwrap();
@@ -318,8 +332,8 @@ mod tests {
             ms.push(Member {
                 path: format!("{name}/{}", d.hex()),
                 size: data.len() as u64,
-                data: Data::Store {
-                    path: blob.clone(),
+                data: Data::Blob {
+                    at: test_at(&blob),
                     digest: d.clone(),
                     what: "blob".into(),
                 },
@@ -360,8 +374,8 @@ mod tests {
         let ms = vec![Member {
             path: "x/blob".into(),
             size: 7,
-            data: Data::Store {
-                path: blob.clone(),
+            data: Data::Blob {
+                at: test_at(&blob),
                 digest: d.clone(),
                 what: format!("blob {d} of quay.io/a/b@sha256:x"),
             },

@@ -10,13 +10,14 @@
 //! - [`compose`]: partition content → a verified raw or qcow2 disk image;
 //! - [`build`]: `prestage build` / `plan`, joining the stages.
 //!
-//! [`cleanup`] is shared support (`testhook` is the test suite's pause hook, in every build and
-//! inert unless its variable is set). See
+//! [`cleanup`] and [`docs`] (shell completions, man pages) are shared support (`testhook` is the
+//! test suite's pause hook, in every build and inert unless its variable is set). See
 //! ARCHITECTURE.md for the map.
 
 pub mod build;
 pub mod cleanup;
 pub mod compose;
+pub mod docs;
 pub mod fetch;
 pub mod imageset;
 pub mod node;

@@ -1,12 +1,13 @@
 //! The `prestage` command line: parses the subcommands and hands each to its stage's `cli`
-//! module (`build`, `plan`, `node`, `images`, `pull`, `store`, `compose`, `verify`).
+//! module (`build`, `plan`, `node`, `images`, `pull`, `store`, `compose`, `verify`), or to
+//! `docs` for its own completions and man pages.
 
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-use prestage::{build, compose, fetch, imageset, node};
+use prestage::{build, compose, docs, fetch, imageset, node};
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +42,18 @@ enum Command {
     Compose(compose::cli::ComposeArgs),
     /// Verify an image: GPT, and every XFS partition's files against its manifest.
     Verify(compose::cli::VerifyArgs),
+    /// Print the shell completion script for SHELL (e.g. `prestage completions bash >
+    /// /etc/bash_completion.d/prestage`).
+    Completions {
+        /// bash, elvish, fish, powershell or zsh.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write a man page per command into DIR (prestage.1, prestage-build.1, …).
+    Man {
+        /// Where to write them (e.g. /usr/local/share/man/man1).
+        dir: std::path::PathBuf,
+    },
 }
 
 /// Timestamp for every inode: SOURCE_DATE_EPOCH when set (reproducible builds), else now.
@@ -67,6 +80,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Store { command } => fetch::cli::store(command),
         Command::Compose(a) => compose::cli::compose(a, mtime()?),
         Command::Verify(a) => compose::cli::verify(a),
+        Command::Completions { shell } => {
+            docs::completions(Cli::command(), shell, &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir } => {
+            let pages = docs::man_pages(Cli::command(), &dir)?;
+            eprintln!("wrote {} man pages into {}", pages.len(), dir.display());
+            Ok(())
+        }
     }
 }
 

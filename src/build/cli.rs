@@ -10,6 +10,7 @@ use super::{Output, Plan, Request};
 use crate::compose::emit::Format as ImageFormat;
 use crate::compose::layout::{human, Layout};
 use crate::fetch::cli::RegistryArgs;
+use crate::fetch::progress::{Progress, Verbosity};
 use crate::imageset::cli::ImageSetArgs;
 use crate::imageset::resolve::Tagged;
 use crate::payload::Format;
@@ -68,9 +69,12 @@ pub struct CommonArgs {
     /// Store and registry access (as for `prestage pull`).
     #[command(flatten)]
     pub registry: RegistryArgs,
-    /// No progress output.
+    /// Print errors only.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Also print a line per blob fetched and per image (the report lists them all).
+    #[arg(short, long, conflicts_with = "quiet")]
+    pub verbose: bool,
 }
 
 /// `prestage build` arguments.
@@ -88,6 +92,11 @@ pub struct BuildArgs {
     /// Output format, overriding the extension.
     #[arg(long, value_enum)]
     pub format: Option<ImageFormatArg>,
+    /// Blobs that local sources hold (--oci-mirror layouts, oci: and dir: sources, oc-mirror
+    /// archives) are read in place, not copied into the store first; with this flag they are
+    /// also copied into the store once the image is in place, for the next build.
+    #[arg(long)]
+    pub fill_store: bool,
 }
 
 /// `prestage plan` arguments.
@@ -109,6 +118,7 @@ impl CommonArgs {
             label: self.target.label.clone(),
             formats,
             mtime,
+            fill_store: false,
         })
     }
 
@@ -184,7 +194,9 @@ pub fn build(a: BuildArgs, mtime: i64) -> Result<()> {
         Some(ImageFormatArg::Qcow2) => ImageFormat::Qcow2,
         None => ImageFormat::from_path(&a.output),
     };
-    let req = a.common.request(vec![a.payload.into()], mtime)?;
+    let mut req = a.common.request(vec![a.payload.into()], mtime)?;
+    req.fill_store = a.fill_store;
+    let progress = Progress::with(Verbosity::from_flags(a.common.quiet, a.common.verbose));
     let prepared = a.common.prepare(&req)?;
     let node =
         crate::node::NodeSet::new(&req.label)?.for_image(&a.output, format, req.layout.disk_size);
@@ -193,7 +205,7 @@ pub fn build(a: BuildArgs, mtime: i64) -> Result<()> {
         format,
     };
     let quiet = a.common.quiet;
-    let s = super::build(&req, &prepared, &out, Some(&node), quiet)?;
+    let s = super::build(&req, &prepared, &out, Some(&node), &progress)?;
     if a.common.json {
         println!(
             "{}",
@@ -203,7 +215,7 @@ pub fn build(a: BuildArgs, mtime: i64) -> Result<()> {
         let t = &s.seconds;
         eprintln!(
             "{} ({}, {} disk, {} payload): {} images, {} distinct blobs and manifests, {} on \
-             partition `{}`; {} blobs fetched, {} reused",
+             partition `{}`; {} blobs fetched, {} from the store, {} read in place",
             s.output.display(),
             s.image_format,
             human(s.disk_size),
@@ -213,12 +225,24 @@ pub fn build(a: BuildArgs, mtime: i64) -> Result<()> {
             human(s.partition_bytes),
             req.label,
             s.pull.blobs_fetched,
-            s.pull.blobs_reused
+            s.pull.blobs_reused,
+            s.pull.blobs_in_place
         );
         eprintln!(
-            "seconds: resolve {:.1}, plan {:.1}, pull {:.1}, filesystems {:.1}, write {:.1}, \
-             verify {:.1}, block map and report {:.1}",
-            t.resolve, t.plan, t.pull, t.filesystems, t.write, t.verify, t.finish
+            "seconds: resolve {:.1}, plan {:.1}, pull {:.1}, filesystems {:.1}, write and hash \
+             {:.1}, verify {:.1}, report and node files {:.1}{}",
+            t.resolve,
+            t.plan,
+            t.pull,
+            t.filesystems,
+            t.write,
+            t.verify,
+            t.finish,
+            if s.filled.is_some() {
+                format!(", fill store {:.1}", t.fill_store)
+            } else {
+                String::new()
+            }
         );
         eprintln!("report: {}", s.report.display());
         if let Some(b) = &s.bmap {

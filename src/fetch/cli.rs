@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
 use super::connect::{self, Connection, Settings};
-use super::progress::{self, Progress};
+use super::progress::{self, Progress, Verbosity};
 use super::pull::{self, Request};
 use super::store::{self, Store};
 
@@ -32,9 +32,12 @@ pub struct PullArgs {
     /// Print a JSON summary on stdout (images, blobs fetched, blobs reused, bytes, seconds).
     #[arg(long)]
     pub json: bool,
-    /// No progress output.
+    /// Print errors only.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Also print a line per blob fetched and per image recorded.
+    #[arg(short, long, conflicts_with = "quiet")]
+    pub verbose: bool,
 }
 
 /// Store and registry options shared by `pull`, `images`, `plan` and `build`.
@@ -132,8 +135,10 @@ pub fn pull(a: PullArgs) -> Result<()> {
         .connect()?
         .options(requests, &a.arch, a.all_arches);
     let store = a.registry.open_store()?;
-    let progress = Progress::new(a.quiet);
-    let s = pull::pull(&store, &opts, &progress)?;
+    let progress = Progress::with(Verbosity::from_flags(a.quiet, a.verbose));
+    let s = pull::pull(&store, &opts, &progress);
+    progress.finish();
+    let s = s?;
     if a.json {
         println!(
             "{}",

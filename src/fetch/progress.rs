@@ -1,15 +1,39 @@
-//! Pull progress: an indicatif bar (bytes, rate, ETA, active blobs) when stderr is a terminal,
-//! plain lines otherwise; counters for the summary.
+//! Progress for people, at any scale: on a terminal, one live line (the stage, bytes done of the
+//! total, rate, ETA, what is under way); without a terminal, one line per stage and none per
+//! blob or image. `-v` adds a line per item (each blob fetched, each image recorded); `-q`
+//! prints nothing but errors. The counters feed the summaries.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// Progress of one pull, shared by the download threads.
+/// How much a run says on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    /// Errors only.
+    Quiet,
+    /// A live line on a terminal, one line per stage otherwise.
+    Normal,
+    /// Also a line per blob and per image.
+    Verbose,
+}
+
+impl Verbosity {
+    /// From the `-q` and `-v` flags (`-q` wins).
+    pub fn from_flags(quiet: bool, verbose: bool) -> Verbosity {
+        match (quiet, verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, true) => Verbosity::Verbose,
+            (false, false) => Verbosity::Normal,
+        }
+    }
+}
+
+/// Progress of one run, shared by its threads.
 pub struct Progress {
     bar: Option<ProgressBar>,
-    quiet: bool,
+    verbosity: Verbosity,
     bytes: AtomicU64,
     active: AtomicUsize,
     done: AtomicUsize,
@@ -32,13 +56,19 @@ fn human(n: u64) -> String {
 }
 
 impl Progress {
-    /// A bar when stderr is a terminal (and not `quiet`), else plain lines (none when `quiet`).
+    /// Normal progress, or none when `quiet`.
     pub fn new(quiet: bool) -> Progress {
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+        Progress::with(Verbosity::from_flags(quiet, false))
+    }
+
+    /// Progress at `verbosity`: the live line when stderr is a terminal.
+    pub fn with(verbosity: Verbosity) -> Progress {
+        let bar = (verbosity > Verbosity::Quiet && std::io::stderr().is_terminal()).then(|| {
             let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
             b.set_style(
                 ProgressStyle::with_template(
-                    "{bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} ETA {eta:>4} [{wide_bar}] {msg}",
+                    "{prefix:>7} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} ETA {eta:>4} \
+                     [{wide_bar}] {msg}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
@@ -46,7 +76,7 @@ impl Progress {
         });
         Progress {
             bar,
-            quiet,
+            verbosity,
             bytes: AtomicU64::new(0),
             active: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
@@ -59,18 +89,43 @@ impl Progress {
         Progress::new(true)
     }
 
-    /// Sets what is to be downloaded.
-    pub fn start(&self, blobs: usize, bytes: u64) {
-        self.total_blobs.store(blobs, Ordering::Relaxed);
-        if let Some(b) = &self.bar {
-            b.set_length(bytes);
-        }
-        if blobs > 0 {
-            self.line(&format!("fetching {blobs} blobs, {}", human(bytes)));
+    /// How much this run says.
+    pub fn verbosity(&self) -> Verbosity {
+        self.verbosity
+    }
+
+    /// A stage of `total` bytes begins: the live line shows it from zero; without a terminal,
+    /// one line says it (`{stage}: {what}`). The byte counter starts again.
+    pub fn stage(&self, stage: &str, total: u64, what: &str) {
+        self.bytes.store(0, Ordering::Relaxed);
+        match &self.bar {
+            Some(b) => {
+                b.set_prefix(stage.to_string());
+                b.set_length(total);
+                b.set_position(0);
+                b.reset_eta();
+                b.set_message(what.to_string());
+            }
+            None => self.line(&format!("{stage}: {what}")),
         }
     }
 
-    /// Counts bytes received.
+    /// The pull stage: `blobs` blobs of `bytes` in all to fetch (nothing said when none).
+    pub fn start(&self, blobs: usize, bytes: u64) {
+        self.total_blobs.store(blobs, Ordering::Relaxed);
+        self.done.store(0, Ordering::Relaxed);
+        if blobs > 0 {
+            self.stage(
+                "pull",
+                bytes,
+                &format!("fetching {blobs} blobs, {}", human(bytes)),
+            );
+        } else {
+            self.bytes.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts bytes done in the current stage.
     pub fn bytes(&self, n: u64) {
         self.bytes.fetch_add(n, Ordering::Relaxed);
         if let Some(b) = &self.bar {
@@ -78,7 +133,8 @@ impl Progress {
         }
     }
 
-    /// Bytes received so far (including bytes received again after a failure).
+    /// Bytes counted in the current stage (a pull's: including bytes received again after a
+    /// failure).
     pub fn total_bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
@@ -100,22 +156,20 @@ impl Progress {
         self.update_msg();
     }
 
-    /// A blob download ended (stored or failed).
+    /// A blob download ended (stored or failed); `line` says what was fetched (`-v`).
     pub fn blob_finished(&self, line: Option<String>) {
         self.active.fetch_sub(1, Ordering::Relaxed);
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         self.update_msg();
         if let Some(l) = line {
-            if self.bar.is_none() {
-                let total = self.total_blobs.load(Ordering::Relaxed);
-                self.line(&format!("[{done}/{total}] {l}"));
-            }
+            let total = self.total_blobs.load(Ordering::Relaxed);
+            self.detail(&format!("[{done}/{total}] {l}"));
         }
     }
 
-    /// A message line (above the bar, or on stderr).
+    /// A line for people (above the live line, or on stderr), unless quiet.
     pub fn line(&self, msg: &str) {
-        if self.quiet {
+        if self.verbosity == Verbosity::Quiet {
             return;
         }
         match &self.bar {
@@ -124,7 +178,14 @@ impl Progress {
         }
     }
 
-    /// Removes the bar.
+    /// A line about one item (a blob, an image): with `-v` only.
+    pub fn detail(&self, msg: &str) {
+        if self.verbosity == Verbosity::Verbose {
+            self.line(msg);
+        }
+    }
+
+    /// Removes the live line.
     pub fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();

@@ -115,7 +115,7 @@ fn sh(script: &str) -> Command {
 }
 
 /// The data partition of a raw image as a read-only loop device (`losetup` output).
-fn partition_loop(img: &Path, read_only: bool) -> Result<String> {
+pub fn partition_loop(img: &Path, read_only: bool) -> Result<String> {
     let out = Command::new("sgdisk")
         .args(["-i", "1"])
         .arg(img)
@@ -152,7 +152,7 @@ fn partition_loop(img: &Path, read_only: bool) -> Result<String> {
 
 /// Loads the image's install-stage images with its generated loader, as the node would;
 /// returns seconds.
-fn node_load(img: &Path, work: &Path, driver: &str, read_only: bool) -> Result<f64> {
+pub fn node_load(img: &Path, work: &Path, driver: &str, read_only: bool) -> Result<f64> {
     let _ = std::fs::remove_dir_all(work);
     for d in ["ovl/u", "ovl/w", "storage"] {
         std::fs::create_dir_all(work.join(d))?;

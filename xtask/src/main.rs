@@ -17,9 +17,11 @@
 mod bench;
 mod bench_build;
 mod bench_pull;
+mod bench_release;
 mod fixtures;
 mod oci;
 mod packages;
+mod release;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -179,15 +181,24 @@ fn main() -> Result<()> {
         .as_slice()
     {
         ["demo"] => demo(),
-        ["fixtures"] => fixtures::write(&root().join("fixtures/demo-images")),
+        ["fixtures"] => {
+            fixtures::write(&root().join("fixtures/demo-images"))?;
+            let small = root().join("fixtures/release-small");
+            if small.exists() {
+                std::fs::remove_dir_all(&small)
+                    .with_context(|| format!("removing {}", small.display()))?;
+            }
+            release::write(&small, release::SMALL).map(|_| ())
+        }
         ["ci"] => ci(),
         ["bench", "compose", rest @ ..] => bench::compose(rest),
         ["bench", "pull", rest @ ..] => bench_pull::pull(rest),
+        ["bench", "build", "--scale", "release", rest @ ..] => bench_release::build(rest),
         ["bench", "build", rest @ ..] => bench_build::build(rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask demo | ci | fixtures | bench compose [--dir DIR] | bench pull \
-                 [--dir DIR] | bench build [--dir DIR]"
+                 [--dir DIR] | bench build [--scale release] [--dir DIR]"
             );
             std::process::exit(2);
         }

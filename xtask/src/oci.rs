@@ -182,3 +182,121 @@ impl Layout {
             .with_context(|| format!("writing {}", p.display()))
     }
 }
+
+/// Writes to `inner`, hashing what passes through.
+struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Layout {
+    /// A layer of one file at `path` holding `len` bytes from `fill` (called with buffers whose
+    /// length is a multiple of 8), gzip'd with stored blocks, streamed to disk so that layers of
+    /// hundreds of MiB take no memory.
+    pub fn streamed_layer(
+        &self,
+        docker: bool,
+        path: &str,
+        len: u64,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<Layer> {
+        let tmp = self.dir.join("blobs/sha256/.layer.tmp");
+        let file =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let blob = Hashing {
+            inner: std::io::BufWriter::with_capacity(1 << 20, file),
+            hash: Sha256::new(),
+        };
+        let gz = flate2::GzBuilder::new()
+            .mtime(0)
+            .write(blob, flate2::Compression::none());
+        let raw = Hashing {
+            inner: gz,
+            hash: Sha256::new(),
+        };
+        let mut tar = tar::Builder::new(raw);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(len);
+        h.set_mode(0o755);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_path(path)
+            .with_context(|| format!("tar member {path}"))?;
+        h.set_cksum();
+        struct Gen<'a> {
+            left: u64,
+            buf: Vec<u8>,
+            at: usize,
+            fill: &'a mut dyn FnMut(&mut [u8]),
+        }
+        impl std::io::Read for Gen<'_> {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                if self.left == 0 {
+                    return Ok(0);
+                }
+                if self.at == self.buf.len() {
+                    (self.fill)(&mut self.buf);
+                    self.at = 0;
+                }
+                let n = out
+                    .len()
+                    .min(self.buf.len() - self.at)
+                    .min(self.left as usize);
+                out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+                self.at += n;
+                self.left -= n as u64;
+                Ok(n)
+            }
+        }
+        let buf = vec![0u8; 1 << 20];
+        let at = buf.len();
+        tar.append(
+            &h,
+            Gen {
+                left: len,
+                buf,
+                at,
+                fill,
+            },
+        )
+        .with_context(|| format!("tar member {path}"))?;
+        let raw = tar.into_inner().context("finishing a layer tar")?;
+        let diff_id = format!("sha256:{}", hex::encode(raw.hash.finalize()));
+        let blob = raw.inner.finish().context("finishing a layer's gzip")?;
+        let digest = format!("sha256:{}", hex::encode(blob.hash.finalize()));
+        let file = blob
+            .inner
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
+        let size = file.metadata()?.len();
+        drop(file);
+        std::fs::rename(&tmp, self.dir.join("blobs/sha256").join(&digest[7..]))
+            .with_context(|| format!("renaming {}", tmp.display()))?;
+        let media_type = if docker {
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        } else {
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        };
+        Ok(Layer {
+            blob: Desc {
+                media_type: media_type.to_string(),
+                digest,
+                size,
+            },
+            diff_id,
+        })
+    }
+}

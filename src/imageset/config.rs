@@ -33,7 +33,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::graph::ChannelRange;
+use super::graph::{ChannelRange, ReleaseKind};
 use super::lists::BlockRule;
 use super::release;
 use crate::fetch::reference::ImageRef;
@@ -561,19 +561,30 @@ pub fn parse_imageset(file: &str, text: &str) -> Result<ImageSet> {
         }
         for (i, c) in p.channels.iter().enumerate() {
             let f = format!("mirror.platform.channels[{i}]");
-            if let Some(t) = c.kind.as_deref().filter(|t| *t != "ocp") {
-                bail!("{file}: {f}.type: `{t}`: only ocp releases are supported");
-            }
+            // oc-mirror reads exactly `ocp` and `okd` (v2alpha1 `type_platform.go`), and any
+            // other word silently as ocp; a misspelt `okd` is refused here instead.
+            let kind = match c.kind.as_deref() {
+                None | Some("ocp") => ReleaseKind::Ocp,
+                Some("okd") => ReleaseKind::Okd,
+                Some(t) => bail!(
+                    "{file}: {f}.type: `{t}`: expected ocp or okd (oc-mirror would read it as \
+                     ocp)"
+                ),
+            };
             check_version(file, &format!("{f}.minVersion"), &c.min_version)?;
             check_version(file, &format!("{f}.maxVersion"), &c.max_version)?;
             if c.name.is_empty() {
                 bail!("{file}: {f}.name: empty");
             }
             let spec = match (&c.min_version, &c.max_version, c.full) {
-                (Some(a), Some(b), None | Some(false)) if a == b => ReleaseSpec::Version {
-                    version: a.clone(),
-                    channel: Some(c.name.clone()),
-                },
+                // An OKD version is no tag of a known repository: it resolves through OKD's
+                // update graph, as oc-mirror resolves every channel.
+                (Some(a), Some(b), None | Some(false)) if a == b && kind == ReleaseKind::Ocp => {
+                    ReleaseSpec::Version {
+                        version: a.clone(),
+                        channel: Some(c.name.clone()),
+                    }
+                }
                 _ => {
                     if let (Some(a), Some(b)) = (&c.min_version, &c.max_version) {
                         let (lo, hi) = (semver::Version::parse(a)?, semver::Version::parse(b)?);
@@ -592,6 +603,7 @@ pub fn parse_imageset(file: &str, text: &str) -> Result<ImageSet> {
                         max_version: c.max_version.clone(),
                         full: c.full == Some(true),
                         shortest_path: c.shortest_path == Some(true),
+                        kind,
                     })
                 }
             };
@@ -848,7 +860,7 @@ impl ImageSet {
                 }
                 ReleaseSpec::Channel(c) => platform.channels.push(ReleaseChannelDoc {
                     name: c.name.clone(),
-                    kind: Some("ocp".to_string()),
+                    kind: Some(c.kind.name().to_string()),
                     min_version: c.min_version.clone(),
                     max_version: c.max_version.clone(),
                     shortest_path: c.shortest_path.then_some(true),
@@ -1117,6 +1129,7 @@ mirror:
                 max_version: max.map(Into::into),
                 full: false,
                 shortest_path: sp,
+                kind: ReleaseKind::Ocp,
             })
         };
         assert_eq!(

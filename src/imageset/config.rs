@@ -1170,6 +1170,40 @@ mirror:
     }
 
     #[test]
+    fn okd_channels() {
+        // oc-mirror's `docs/okd-mirror.md` configuration, and its v1 example's bare channel.
+        let y =
+            "apiVersion: mirror.openshift.io/v2alpha1\nkind: ImageSetConfiguration\nmirror:\n  \
+                 platform:\n    graph: false\n    channels:\n      - name: 4-stable\n        \
+                 minVersion: 4.18.0-okd-scos.8\n        maxVersion: 4.18.0-okd-scos.8\n        \
+                 type: okd\n      - name: okd\n        type: okd \n";
+        let s = parse_imageset("okd.yaml", y).unwrap();
+        let okd = |name: &str, v: Option<&str>| {
+            ReleaseSpec::Channel(ChannelRange {
+                name: name.into(),
+                min_version: v.map(Into::into),
+                max_version: v.map(Into::into),
+                full: false,
+                shortest_path: false,
+                kind: ReleaseKind::Okd,
+            })
+        };
+        // A pinned OKD version is no tag: it stays a channel, resolved through OKD's graph.
+        assert_eq!(
+            s.releases,
+            [okd("4-stable", Some("4.18.0-okd-scos.8")), okd("okd", None)]
+        );
+        let back = parse_imageset("effective", &s.to_yaml().unwrap()).unwrap();
+        assert_eq!(back.releases, s.releases);
+        assert!(s.to_yaml().unwrap().contains("type: okd"));
+        let e = err(&y.replace("type: okd \n", "type: OKD\n"));
+        assert!(
+            e.contains("mirror.platform.channels[1].type: `OKD`: expected ocp or okd"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn refusals() {
         let e = err(&FULL_V2.replace("[amd64]", "[amd64, arm64]"));
         assert!(

@@ -174,7 +174,7 @@ pub fn check_arch(rel: &Release, config_arch: Option<&str>, want: &str) -> Resul
         _ => format!("; stage a {want} release or ask for {own}"),
     };
     bail!(
-        "release image {} is a {own} release ({said}), but {want} was asked for (--arch, else \
+        "release image {} is built for {own} ({said}), but {want} was asked for (--arch, else \
          the ImageSetConfiguration's mirror.platform.architectures, else amd64): {want} nodes \
          cannot run its images{hint}",
         rel.image
@@ -371,7 +371,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("is a amd64 release (its image config says architecture amd64")
+            e.contains("is built for amd64 (its image config says architecture amd64")
                 && e.contains("but arm64 was asked for")
                 && e.contains("ocp-release:4.14.3-aarch64"),
             "{e}"

@@ -562,25 +562,26 @@ impl ArchiveSet {
     /// What to tell a user whose archives lack `missing`: the history that lists them (an
     /// incremental archive), the tars cut short.
     pub fn missing_hint(&self, missing: &[Digest]) -> String {
-        let mut hint = String::new();
-        if let Some((file, listed)) = self.history() {
-            let n = missing.iter().filter(|d| listed.contains(*d)).count();
-            if n > 0 {
-                hint.push_str(&format!(
-                    "; the archive is incremental: its history ({file}) lists {} as carried by \
-                     an earlier archive",
-                    if n == missing.len() && n == 1 {
-                        "it".to_string()
-                    } else {
-                        format!("{n} of them")
-                    }
-                ));
-            }
-        }
-        hint.push_str(
-            "; pass the earlier archives of the set too (repeat --from-oc-mirror, oldest first) \
-             or oc-mirror's cache directory (~/.oc-mirror/.cache)",
-        );
+        const EARLIER: &str = "pass the earlier archives of the set too (repeat --from-oc-mirror, \
+                               oldest first) or oc-mirror's cache directory (~/.oc-mirror/.cache)";
+        let listed = self
+            .history()
+            .map(|(file, listed)| (file, missing.iter().filter(|d| listed.contains(*d)).count()));
+        let mut hint = match listed {
+            Some((file, n)) if n > 0 => format!(
+                "; the archive is incremental: its history ({file}) lists {} as carried by an \
+                 earlier archive: {EARLIER}",
+                if n == 1 && missing.len() == 1 {
+                    "it".to_string()
+                } else {
+                    format!("{n} of them")
+                }
+            ),
+            _ => format!(
+                "; was the archive made with them (are they in its ImageSetConfiguration)? An \
+                 incremental archive needs its predecessors: {EARLIER}"
+            ),
+        };
         if let Some(c) = self.cut_note() {
             hint.push_str(&format!("; {c}"));
         }

@@ -245,6 +245,31 @@ fn an_incremental_archive_needs_its_predecessor() {
         );
     }
 
+    say!("day 2's tag links to what day 1 carried: the link is named");
+    let bytag = &set.additional[1];
+    let r = common::run(
+        prestage(&home)
+            .args(["pull", "-q", "--from-oc-mirror"])
+            .arg(&day2)
+            .arg("--store")
+            .arg(&store)
+            .arg(&bytag.source),
+    );
+    one_line(
+        &r,
+        root,
+        &[
+            &format!(
+                "needed by 1 image ({} (tag link <dir>/day2/mirror_0000",
+                bytag.source
+            ),
+            ": member docker/registry/v2/repositories/tools/bytag/_manifests/tags/v1/current/link",
+            &bytag.man.digest,
+            "pass the earlier archives",
+        ],
+    );
+    assert_eq!(blob_count(&store), 0);
+
     say!("with day 1 given too, it builds");
     let r = common::run(&mut build_cmd(&home, &store, &out, &[&day1, &day2])).success();
     assert!(r.stderr.is_empty(), "{}", r.stderr);

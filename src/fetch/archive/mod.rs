@@ -146,10 +146,13 @@ pub struct ArchiveSet {
     caches: Vec<PathBuf>,
     /// `(repository, tag)` → link; later inputs replace earlier ones.
     tags: BTreeMap<(String, String), TagLink>,
-    /// working-dir files (relative to working-dir) in tar members; later inputs win.
-    working: BTreeMap<String, Entry>,
-    /// working-dir directories on disk, in input order.
-    working_dirs: Vec<PathBuf>,
+    /// working-dir files (relative to working-dir) in tar members, with their input; later
+    /// inputs win.
+    working: BTreeMap<String, (usize, Entry)>,
+    /// working-dir directories on disk, with their input.
+    working_dirs: Vec<(usize, PathBuf)>,
+    /// `(name, tag)` of each release in working-dir's `release-images/`, once computed.
+    releases: std::sync::OnceLock<BTreeSet<(String, String)>>,
     /// `isc_<time>` members: (input index, time, entry).
     iscs: Vec<(usize, String, Entry)>,
 }
@@ -238,12 +241,17 @@ impl ArchiveSet {
                     n => format!("{n} tar files"),
                 });
             }
-            let storage = if path.ends_with(STORAGE) {
-                Some(path.to_path_buf())
-            } else {
-                Some(path.join(STORAGE)).filter(|s| s.is_dir())
-            };
-            if let Some(s) = storage.filter(|s| s.join("blobs").is_dir()) {
+            // The storage root itself, the cache (`~/.oc-mirror/.cache`), or what holds it
+            // (`--cache-dir DIR`, `$HOME`, `~/.oc-mirror`).
+            let storage = [
+                path.to_path_buf(),
+                path.join(STORAGE),
+                path.join(".cache").join(STORAGE),
+                path.join(".oc-mirror/.cache").join(STORAGE),
+            ]
+            .into_iter()
+            .find(|s| s.ends_with(STORAGE) && s.join("blobs").is_dir());
+            if let Some(s) = storage {
                 self.add_cache(&s)?;
                 found.push(format!("the cache {}", s.display()));
             }
@@ -254,7 +262,7 @@ impl ArchiveSet {
             };
             if let Some(w) = wd {
                 found.push(format!("the working-dir {}", w.display()));
-                self.working_dirs.push(w);
+                self.working_dirs.push((input, w));
             }
             if found.is_empty() {
                 bail!(
@@ -304,7 +312,7 @@ impl ArchiveSet {
                     self.tags.insert(key, TagLink { target, at: entry });
                 }
             } else if let Some(rel) = m.name.strip_prefix(&format!("{WORKING_DIR}/")) {
-                self.working.insert(rel.to_string(), entry);
+                self.working.insert(rel.to_string(), (input, entry));
             } else if let Some(time) = m.name.strip_prefix("isc_") {
                 if !m.name.contains('/') {
                     self.iscs.push((input, time.to_string(), entry));
@@ -479,17 +487,19 @@ impl ArchiveSet {
     }
 
     /// The releases working-dir holds: `(name, tag)` of each `release-images/<name>/<tag>/`.
-    pub fn release_dirs(&self) -> BTreeSet<(String, String)> {
-        let mut out = BTreeSet::new();
-        for rel in self.working_files_under("release-images/") {
-            let mut parts = rel.split('/');
-            if let (Some(_), Some(name), Some(tag), Some(_)) =
-                (parts.next(), parts.next(), parts.next(), parts.next())
-            {
-                out.insert((name.to_string(), tag.to_string()));
+    pub fn release_dirs(&self) -> &BTreeSet<(String, String)> {
+        self.releases.get_or_init(|| {
+            let mut out = BTreeSet::new();
+            for rel in self.working_files_under("release-images/") {
+                let mut parts = rel.split('/');
+                if let (Some(_), Some(name), Some(tag), Some(_)) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
+                {
+                    out.insert((name.to_string(), tag.to_string()));
+                }
             }
-        }
-        out
+            out
+        })
     }
 
     /// The repositories a tagged reference may be cached under, in the order tried.
@@ -612,7 +622,7 @@ impl ArchiveSet {
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, _)| k.clone())
             .collect();
-        for w in &self.working_dirs {
+        for (_, w) in &self.working_dirs {
             let base = w.join(prefix.trim_end_matches('/'));
             if !base.exists() {
                 continue;
@@ -634,17 +644,23 @@ impl ArchiveSet {
 
     /// A working-dir file (path relative to working-dir): its bytes and where they were read.
     pub fn working_file(&self, rel: &str) -> Result<Option<(Vec<u8>, String)>> {
-        for w in self.working_dirs.iter().rev() {
-            let p = w.join(rel);
-            if p.is_file() {
+        // The latest input's copy; within one input the working-dir on disk (as oc-mirror left
+        // it, after archiving) before the one in its tars.
+        let on_disk = self
+            .working_dirs
+            .iter()
+            .rev()
+            .find(|(_, w)| w.join(rel).is_file());
+        let in_tar = self.working.get(rel);
+        match (on_disk, in_tar) {
+            (Some((i, w)), t) if t.is_none_or(|(j, _)| i >= j) => {
+                let p = w.join(rel);
                 let bytes =
                     std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-                return Ok(Some((bytes, p.display().to_string())));
+                Ok(Some((bytes, p.display().to_string())))
             }
-        }
-        match self.working.get(rel) {
-            Some(e) => Ok(Some((self.read(e, MAX_SMALL)?, self.what(e)))),
-            None => Ok(None),
+            (_, Some((_, e))) => Ok(Some((self.read(e, MAX_SMALL)?, self.what(e)))),
+            (_, None) => Ok(None),
         }
     }
 

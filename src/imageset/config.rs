@@ -13,6 +13,8 @@
 //! A release channel pinned to one version (`minVersion == maxVersion`) names the release image
 //! by its tag and needs nothing else; any other channel entry is resolved through the update
 //! graph ([`super::graph`]) into the releases it selects, and every selected release is staged.
+//! `type: okd` channels (exactly `ocp` or `okd`, as oc-mirror reads them) are resolved through
+//! OKD's update graph, a pinned version too (OKD versions name no release tag).
 //! An operator catalog with `full: true` takes every bundle of its packages' channels (of every
 //! channel of a package that names none) within the version range where one is given, instead
 //! of the channel heads. The bundles selected bundles depend on are staged too, unless the

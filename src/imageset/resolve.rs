@@ -1,9 +1,12 @@
 //! Resolving an image set: from what the user asked for (a release, an ImageSetConfiguration,
 //! assisted-installer images, operators, additional images, filters) to the pinned
-//! [`ImageLists`] the node loads. Resolves release channels through the update graph, pulls the
-//! release and catalog images into the store through the fetch stage, reads their layers from
-//! the store, selects operator bundles, and resolves tagged references to digests through the
-//! fetch stage (fully pulled, or manifests only when a later stage plans before downloading).
+//! [`ImageLists`] the node loads. Resolves release channels through the update graph (OCP's,
+//! OKD's, or the graph data an oc-mirror archive carries), pulls the release and catalog images
+//! into the store through the fetch stage, reads their layers from the store (refusing a release
+//! built for another architecture than the one asked for), selects operator bundles, and
+//! resolves tagged references to digests through the fetch stage (fully pulled, or manifests
+//! only when a later stage plans before downloading). From an oc-mirror archive set with
+//! neither `--config` nor `--release`, the ImageSetConfiguration it carries is the image set.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

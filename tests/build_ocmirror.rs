@@ -423,6 +423,25 @@ fn images_pull_locate_and_the_cache_form() {
         "{yaml}"
     );
 
+    say!("a PATH that is not there, or holds no archive: one line");
+    for (name, needle) in [
+        ("absent", "No such file or directory"),
+        ("home", "no oc-mirror archive there (no mirror_NNNNNN.tar"),
+    ] {
+        let r = common::run(
+            prestage(&home)
+                .args(["images", "-q", "--from-oc-mirror"])
+                .arg(root.join(name))
+                .arg("-o")
+                .arg(root.join("x")),
+        );
+        one_line(
+            &r,
+            root,
+            &[&format!("--from-oc-mirror <dir>/{name}"), needle],
+        );
+    }
+
     say!("pull: the store filled from the archive");
     let store = root.join("store-pull");
     let out = registry::ok(

@@ -214,7 +214,7 @@ impl ArchiveSet {
     }
 
     fn add(&mut self, path: &Path) -> Result<()> {
-        let md = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+        let md = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("{e}"))?;
         let input = self.inputs.len();
         let mut found = Vec::new();
         if md.is_file() {
@@ -266,9 +266,8 @@ impl ArchiveSet {
             }
             if found.is_empty() {
                 bail!(
-                    "{}: no oc-mirror archive there (no mirror_NNNNNN.tar, no working-dir/, no \
-                     {STORAGE}/ cache)",
-                    path.display()
+                    "no oc-mirror archive there (no mirror_NNNNNN.tar, no working-dir/, no \
+                     {STORAGE}/ cache)"
                 );
             }
         }

@@ -23,6 +23,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::Storage;
 use registry::images::{data, Desc, Pusher, COMPONENTS};
 use registry::{fails, ok, sha256, Ca, Registry, RegistryOptions};
 use serde_json::{json, Value};
@@ -319,51 +320,6 @@ fn list(dir: &Path, name: &str) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
-}
-
-/// A throwaway containers-storage (its own storage.conf, driver vfs).
-struct Storage {
-    _dir: tempfile::TempDir,
-    conf: PathBuf,
-}
-
-impl Storage {
-    fn new() -> Storage {
-        let dir = common::scratch("storage");
-        let conf = dir.path().join("storage.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
-                dir.path().display()
-            ),
-        )
-        .unwrap();
-        Storage { _dir: dir, conf }
-    }
-
-    fn skopeo(&self) -> Command {
-        let mut c = Command::new(common::require("skopeo", "skopeo"));
-        c.env("CONTAINERS_STORAGE_CONF", &self.conf);
-        c
-    }
-
-    /// `skopeo inspect --raw containers-storage:REF | sha256sum` must be REF's digest.
-    fn assert_digest(&self, r: &str) {
-        let out = self
-            .skopeo()
-            .args(["inspect", "--raw"])
-            .arg(format!("containers-storage:{r}"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{r} is not in the storage: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let want = r.rsplit('@').next().unwrap();
-        assert_eq!(sha256(&out.stdout), want, "digest of {r} as stored");
-    }
 }
 
 fn require_root(what: &str) {

@@ -141,7 +141,10 @@ pub fn prepare(req: &Request, store: Store, conn: Connection) -> Result<Prepared
     }
     pull::dedup(&mut requests);
     let opts = resolution.conn.options(requests.clone(), &arch, false);
-    let records: BTreeMap<String, _> = pull::resolve_manifests(&resolution.store, &opts)?
+    let resolved = pull::resolve_manifests(&resolution.store, &opts)?;
+    // From an archive set, a blob it lacks is named now, before the plan.
+    pull::check_offline(&resolution.store, &pull::blob_needs(&resolved), &opts)?;
+    let records: BTreeMap<String, _> = resolved
         .into_iter()
         .map(|r| (r.reference.clone(), r))
         .collect();

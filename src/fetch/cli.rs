@@ -14,7 +14,8 @@ use super::store::{self, Store};
 /// `prestage pull` arguments.
 #[derive(Args, Debug)]
 pub struct PullArgs {
-    /// Images: `[docker://]HOST[:PORT]/PATH[:TAG][@DIGEST]`, `oci:DIR[:REF]` or `dir:DIR`.
+    /// Images: `[docker://]HOST[:PORT]/PATH[:TAG][@DIGEST]`, `oci:DIR[:REF]` or `dir:DIR` (with
+    /// --from-oc-mirror, registry references name images of the archive by their source).
     #[arg(value_name = "REF")]
     pub refs: Vec<String>,
     /// File with one reference per line (`#` starts a comment).
@@ -73,6 +74,11 @@ pub struct RegistryArgs {
     /// digest-pinned images it holds before any registry is asked (repeatable).
     #[arg(long, value_name = "DIR")]
     pub oci_mirror: Vec<PathBuf>,
+    /// oc-mirror v2 output every image is read from, in place, with no registry or update
+    /// service asked: a directory of mirror_NNNNNN.tar files (and working-dir/), one tar file,
+    /// or oc-mirror's cache directory (repeatable: an incremental set oldest first).
+    #[arg(long, value_name = "PATH")]
+    pub from_oc_mirror: Vec<PathBuf>,
 }
 
 impl RegistryArgs {
@@ -86,6 +92,7 @@ impl RegistryArgs {
             retries: self.retries,
             jobs: self.jobs,
             oci_mirrors: self.oci_mirror.clone(),
+            oc_mirror: self.from_oc_mirror.clone(),
         }
     }
 

@@ -2,14 +2,17 @@
 //! directories, insecure registries, registries.conf, retries, parallelism) and the
 //! [`Connection`] they resolve to (credentials and mirrors loaded, options checked), from which
 //! [`PullOptions`] for any set of requests and TLS configurations for other HTTPS services (an
-//! update service) are made. Used by every stage that reaches registries (`pull`, `images`,
+//! update service) are made. With oc-mirror archives (`--from-oc-mirror`), the connection holds
+//! their index, made once, and every image comes from them. Used by every stage that reaches registries (`pull`, `images`,
 //! `build`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use super::archive::ArchiveSet;
 use super::auth::AuthConfig;
 use super::http::{HttpClient, Timeouts};
 use super::mirrors::RegistriesConf;
@@ -38,6 +41,8 @@ pub struct Settings {
     pub jobs: Option<usize>,
     /// OCI layouts serving the digest-pinned images they hold.
     pub oci_mirrors: Vec<PathBuf>,
+    /// oc-mirror archives or caches serving every image (no registry is asked).
+    pub oc_mirror: Vec<PathBuf>,
 }
 
 impl Default for Settings {
@@ -50,6 +55,7 @@ impl Default for Settings {
             retries: 6,
             jobs: None,
             oci_mirrors: Vec::new(),
+            oc_mirror: Vec::new(),
         }
     }
 }
@@ -63,6 +69,7 @@ pub struct Connection {
     insecure: Vec<String>,
     retries: u32,
     oci_mirrors: Vec<PathBuf>,
+    archives: Option<Arc<ArchiveSet>>,
     /// Parallel downloads.
     pub jobs: usize,
 }
@@ -89,7 +96,13 @@ impl Settings {
                 );
             }
         }
+        let archives = if self.oc_mirror.is_empty() {
+            None
+        } else {
+            Some(Arc::new(ArchiveSet::open(&self.oc_mirror)?))
+        };
         Ok(Connection {
+            archives,
             auth: AuthConfig::load(self.authfile.as_deref())?,
             mirrors: RegistriesConf::load(self.registries_conf.as_deref())?,
             proxies: ProxyConfig::from_env()?,
@@ -103,6 +116,11 @@ impl Settings {
 }
 
 impl Connection {
+    /// The oc-mirror archive set every image comes from, when one was given.
+    pub fn archives(&self) -> Option<&Arc<ArchiveSet>> {
+        self.archives.as_ref()
+    }
+
     /// An HTTP client for another service (`host[:port]`, e.g. an update service), with the
     /// same certificate directories, insecure list and proxies as the registries.
     pub fn http(&self, host: &str) -> Result<HttpClient> {
@@ -144,6 +162,7 @@ impl Connection {
             registries,
             mirrors: self.mirrors.clone(),
             oci_mirrors: self.oci_mirrors.clone(),
+            archives: self.archives.clone(),
             retry: RetryPolicy {
                 attempts: self.retries,
                 ..RetryPolicy::default()

@@ -6,10 +6,12 @@
 //! - [`manifest`]: OCI and Docker manifest kinds, platform selection;
 //! - [`registry`], [`http`], [`proxy`], [`auth`], [`tls`], [`mirrors`]: reaching registries
 //!   (the client, its proxy routes and redirects, credentials, certificates, registries.conf);
-//! - [`local`]: `oci:` and `dir:` sources; [`source`]: what every source provides;
+//! - [`local`]: `oci:` and `dir:` sources; [`archive`]: oc-mirror archives and caches read in
+//!   place; [`source`]: what every source provides;
 //! - [`connect`]: registry settings resolved into a [`connect::Connection`];
 //! - [`retry`], [`progress`], [`pull`]: the parallel, resumable pull; [`cli`]: the subcommands.
 
+pub mod archive;
 pub mod auth;
 pub mod cli;
 pub mod connect;

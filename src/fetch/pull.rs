@@ -17,6 +17,8 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
+use super::archive::source::ArchiveSource;
+use super::archive::ArchiveSet;
 use super::digest::Digest;
 use super::local::{DirSource, OciLayoutSource};
 use super::manifest::{self, Descriptor, Manifest};
@@ -68,6 +70,8 @@ pub struct PullOptions {
     pub mirrors: RegistriesConf,
     /// OCI layouts that serve digest-pinned registry references they hold, before any registry.
     pub oci_mirrors: Vec<std::path::PathBuf>,
+    /// An oc-mirror archive set serving every registry reference (no registry is asked).
+    pub archives: Option<Arc<ArchiveSet>>,
     /// Retry limits.
     pub retry: RetryPolicy,
     /// Leave blobs that a local source holds where they are (see the module docs).
@@ -108,6 +112,8 @@ struct BlobJob {
     desc: Descriptor,
     /// The first image needing it, for messages.
     image: String,
+    /// Every image needing it.
+    images: Vec<String>,
     sources: Vec<Arc<dyn Source>>,
 }
 
@@ -231,6 +237,11 @@ fn sources_for(req: &Request, opts: &PullOptions) -> Result<Vec<Arc<dyn Source>>
                         v.push(Arc::new(OciLayoutSource::pinned(dir.clone(), d.clone())));
                     }
                 }
+            }
+            if let Some(set) = &opts.archives {
+                // Air-gapped: the archive (and the layouts) or nothing.
+                v.push(Arc::new(ArchiveSource::new(set.clone(), r.clone())));
+                return Ok(v);
             }
             for e in opts.mirrors.endpoints(r)? {
                 let host = opts.registries.host(&e.image.registry, e.insecure)?;
@@ -398,10 +409,112 @@ fn parallel<T: Sync, R: Send>(items: &[T], jobs: usize, f: impl Fn(&T) -> R + Sy
         .collect()
 }
 
+/// The blobs `records` need, each with the references that need it.
+pub fn blob_needs(records: &[Record]) -> BTreeMap<Digest, Vec<String>> {
+    let mut needs: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
+    for r in records {
+        for i in &r.instances {
+            for b in &i.blobs {
+                let v = needs.entry(b.digest.clone()).or_default();
+                if !v.contains(&r.reference) {
+                    v.push(r.reference.clone());
+                }
+            }
+        }
+    }
+    needs
+}
+
+/// With an oc-mirror archive set: the top-level manifest each registry reference names (by its
+/// digest, or its tag's link in the set), with the reference (and the link) that needs it. A
+/// tag the set does not have is left to the reference's own error.
+fn manifest_needs(opts: &PullOptions) -> BTreeMap<Digest, Vec<String>> {
+    let mut needs: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
+    let Some(set) = &opts.archives else {
+        return needs;
+    };
+    for req in &opts.requests {
+        let SourceRef::Registry(r) = &req.source else {
+            continue;
+        };
+        let (d, who) = match &r.digest {
+            Some(d) => (d.clone(), req.key.clone()),
+            None => match set.resolve_tag(r) {
+                Ok((d, link)) => (d, format!("{} (tag link {link})", req.key)),
+                Err(_) => continue,
+            },
+        };
+        needs.entry(d).or_default().push(who);
+    }
+    needs
+}
+
+/// With an oc-mirror archive set (nothing else to ask), checks that every blob the images need
+/// is in the store, the archives or an OCI mirror layout, before any is copied: one error
+/// naming the missing blobs, the images that need them and what to pass.
+pub fn check_offline(
+    store: &Store,
+    needs: &BTreeMap<Digest, Vec<String>>,
+    opts: &PullOptions,
+) -> Result<()> {
+    let Some(set) = &opts.archives else {
+        return Ok(());
+    };
+    let missing: Vec<(&Digest, &Vec<String>)> = needs
+        .iter()
+        .filter(|(d, _)| {
+            !store.has_blob(d)
+                && !store.has_manifest(d)
+                && set.blob(d).is_none()
+                && !opts
+                    .oci_mirrors
+                    .iter()
+                    .any(|m| OciLayoutSource::has_blob(m, d))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut images: Vec<&String> = missing.iter().flat_map(|(_, v)| v.iter()).collect();
+    images.sort();
+    images.dedup();
+    const SHOWN: usize = 12;
+    let more = |n: usize| {
+        if n > SHOWN {
+            format!(" and {} more", n - SHOWN)
+        } else {
+            String::new()
+        }
+    };
+    let blobs: Vec<String> = missing
+        .iter()
+        .take(SHOWN)
+        .map(|(d, _)| d.to_string())
+        .collect();
+    let named: Vec<String> = images.iter().take(SHOWN).map(|s| s.to_string()).collect();
+    let digests: Vec<Digest> = missing.iter().map(|(d, _)| (*d).clone()).collect();
+    bail!(
+        "{} blob{} ({}{}) needed by {} image{} ({}{}) {} in none of the oc-mirror archives \
+         given ({}) nor in the store{}",
+        missing.len(),
+        if missing.len() == 1 { "" } else { "s" },
+        blobs.join(", "),
+        more(missing.len()),
+        images.len(),
+        if images.len() == 1 { "" } else { "s" },
+        named.join(", "),
+        more(images.len()),
+        if missing.len() == 1 { "is" } else { "are" },
+        set.describe(),
+        set.missing_hint(&digests)
+    )
+}
+
 /// Resolves every requested image's manifests (stored byte-exact, as a pull does) without
 /// downloading any blob; the records say what each image needs. Nothing is recorded under the
 /// requests' references: an image is recorded only once all its blobs are stored.
 pub fn resolve_manifests(store: &Store, opts: &PullOptions) -> Result<Vec<Record>> {
+    check_offline(store, &manifest_needs(opts), opts)?;
     let mut errors = Vec::new();
     let records: Vec<Record> = parallel(&opts.requests, opts.jobs, |r| resolve(store, r, opts))
         .into_iter()
@@ -449,6 +562,7 @@ pub fn locate_local(
 /// Pulls every requested image into the store.
 pub fn pull(store: &Store, opts: &PullOptions, progress: &Progress) -> Result<Summary> {
     let t0 = Instant::now();
+    check_offline(store, &manifest_needs(opts), opts)?;
     let mut errors = Vec::new();
     let resolved: Vec<Resolved> = parallel(&opts.requests, opts.jobs, |r| resolve(store, r, opts))
         .into_iter()
@@ -468,8 +582,12 @@ pub fn pull(store: &Store, opts: &PullOptions, progress: &Progress) -> Result<Su
                         platform: None,
                     },
                     image: r.request.key.clone(),
+                    images: Vec::new(),
                     sources: Vec::new(),
                 });
+                if !job.images.contains(&r.request.key) {
+                    job.images.push(r.request.key.clone());
+                }
                 for s in &r.sources {
                     if !job.sources.iter().any(|x| Arc::ptr_eq(x, s)) {
                         job.sources.push(s.clone());
@@ -477,6 +595,15 @@ pub fn pull(store: &Store, opts: &PullOptions, progress: &Progress) -> Result<Su
                 }
             }
         }
+    }
+    let needs = jobs
+        .values()
+        .map(|j| (j.desc.digest.clone(), j.images.clone()))
+        .collect();
+    if let Err(e) = check_offline(store, &needs, opts) {
+        errors.sort();
+        errors.push(format!("{e:#}"));
+        bail!("{}", errors.join("\n"));
     }
     let mut summary = Summary::default();
     let mut todo: Vec<BlobJob> = Vec::new();

@@ -214,6 +214,12 @@ impl PartialBlob {
         &self.digest
     }
 
+    /// The digest of the bytes written so far (the running hash, not a re-read), so a source
+    /// can name its own damage before [`PartialBlob::finish`].
+    pub fn hashed(&self) -> Digest {
+        Digest::from_hasher(self.hasher.clone())
+    }
+
     /// Appends bytes.
     pub fn write(&mut self, buf: &[u8]) -> Result<()> {
         self.file

@@ -32,7 +32,9 @@ pub struct ImageSetArgs {
     pub release_base: String,
     /// Update graph for release channels that are not pinned to one version: the update
     /// service's URL (queried with channel and arch) or a file holding its JSON answer
-    /// (default: `https://api.openshift.com/api/upgrades_info/v1/graph`).
+    /// (default: `https://api.openshift.com/api/upgrades_info/v1/graph`, for `type: okd`
+    /// channels `https://origin-release.ci.openshift.org/graph`; with --from-oc-mirror, the
+    /// graph data the archive carries).
     #[arg(long, value_name = "URL|FILE")]
     pub update_graph: Option<String>,
     /// Assisted-installer agent image (discovery stage).

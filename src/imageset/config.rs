@@ -13,6 +13,8 @@
 //! A release channel pinned to one version (`minVersion == maxVersion`) names the release image
 //! by its tag and needs nothing else; any other channel entry is resolved through the update
 //! graph ([`super::graph`]) into the releases it selects, and every selected release is staged.
+//! `type: okd` channels (exactly `ocp` or `okd`, as oc-mirror reads them) are resolved through
+//! OKD's update graph, a pinned version too (OKD versions name no release tag).
 //! An operator catalog with `full: true` takes every bundle of its packages' channels (of every
 //! channel of a package that names none) within the version range where one is given, instead
 //! of the channel heads. The bundles selected bundles depend on are staged too, unless the
@@ -33,7 +35,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::graph::ChannelRange;
+use super::graph::{ChannelRange, ReleaseKind};
 use super::lists::BlockRule;
 use super::release;
 use crate::fetch::reference::ImageRef;
@@ -561,19 +563,30 @@ pub fn parse_imageset(file: &str, text: &str) -> Result<ImageSet> {
         }
         for (i, c) in p.channels.iter().enumerate() {
             let f = format!("mirror.platform.channels[{i}]");
-            if let Some(t) = c.kind.as_deref().filter(|t| *t != "ocp") {
-                bail!("{file}: {f}.type: `{t}`: only ocp releases are supported");
-            }
+            // oc-mirror reads exactly `ocp` and `okd` (v2alpha1 `type_platform.go`), and any
+            // other word silently as ocp; a misspelt `okd` is refused here instead.
+            let kind = match c.kind.as_deref() {
+                None | Some("ocp") => ReleaseKind::Ocp,
+                Some("okd") => ReleaseKind::Okd,
+                Some(t) => bail!(
+                    "{file}: {f}.type: `{t}`: expected ocp or okd (oc-mirror would read it as \
+                     ocp)"
+                ),
+            };
             check_version(file, &format!("{f}.minVersion"), &c.min_version)?;
             check_version(file, &format!("{f}.maxVersion"), &c.max_version)?;
             if c.name.is_empty() {
                 bail!("{file}: {f}.name: empty");
             }
             let spec = match (&c.min_version, &c.max_version, c.full) {
-                (Some(a), Some(b), None | Some(false)) if a == b => ReleaseSpec::Version {
-                    version: a.clone(),
-                    channel: Some(c.name.clone()),
-                },
+                // An OKD version is no tag of a known repository: it resolves through OKD's
+                // update graph, as oc-mirror resolves every channel.
+                (Some(a), Some(b), None | Some(false)) if a == b && kind == ReleaseKind::Ocp => {
+                    ReleaseSpec::Version {
+                        version: a.clone(),
+                        channel: Some(c.name.clone()),
+                    }
+                }
                 _ => {
                     if let (Some(a), Some(b)) = (&c.min_version, &c.max_version) {
                         let (lo, hi) = (semver::Version::parse(a)?, semver::Version::parse(b)?);
@@ -592,6 +605,7 @@ pub fn parse_imageset(file: &str, text: &str) -> Result<ImageSet> {
                         max_version: c.max_version.clone(),
                         full: c.full == Some(true),
                         shortest_path: c.shortest_path == Some(true),
+                        kind,
                     })
                 }
             };
@@ -848,7 +862,7 @@ impl ImageSet {
                 }
                 ReleaseSpec::Channel(c) => platform.channels.push(ReleaseChannelDoc {
                     name: c.name.clone(),
-                    kind: Some("ocp".to_string()),
+                    kind: Some(c.kind.name().to_string()),
                     min_version: c.min_version.clone(),
                     max_version: c.max_version.clone(),
                     shortest_path: c.shortest_path.then_some(true),
@@ -1117,6 +1131,7 @@ mirror:
                 max_version: max.map(Into::into),
                 full: false,
                 shortest_path: sp,
+                kind: ReleaseKind::Ocp,
             })
         };
         assert_eq!(
@@ -1153,6 +1168,40 @@ mirror:
         assert_eq!(
             s.releases[0],
             ReleaseSpec::Image("oci:/srv/release:4.14.3".into())
+        );
+    }
+
+    #[test]
+    fn okd_channels() {
+        // oc-mirror's `docs/okd-mirror.md` configuration, and its v1 example's bare channel.
+        let y =
+            "apiVersion: mirror.openshift.io/v2alpha1\nkind: ImageSetConfiguration\nmirror:\n  \
+                 platform:\n    graph: false\n    channels:\n      - name: 4-stable\n        \
+                 minVersion: 4.18.0-okd-scos.8\n        maxVersion: 4.18.0-okd-scos.8\n        \
+                 type: okd\n      - name: okd\n        type: okd \n";
+        let s = parse_imageset("okd.yaml", y).unwrap();
+        let okd = |name: &str, v: Option<&str>| {
+            ReleaseSpec::Channel(ChannelRange {
+                name: name.into(),
+                min_version: v.map(Into::into),
+                max_version: v.map(Into::into),
+                full: false,
+                shortest_path: false,
+                kind: ReleaseKind::Okd,
+            })
+        };
+        // A pinned OKD version is no tag: it stays a channel, resolved through OKD's graph.
+        assert_eq!(
+            s.releases,
+            [okd("4-stable", Some("4.18.0-okd-scos.8")), okd("okd", None)]
+        );
+        let back = parse_imageset("effective", &s.to_yaml().unwrap()).unwrap();
+        assert_eq!(back.releases, s.releases);
+        assert!(s.to_yaml().unwrap().contains("type: okd"));
+        let e = err(&y.replace("type: okd \n", "type: OKD\n"));
+        assert!(
+            e.contains("mirror.platform.channels[1].type: `OKD`: expected ocp or okd"),
+            "{e}"
         );
     }
 

@@ -1,6 +1,7 @@
 //! Release channels: which releases a `platform.channels` entry selects, from the OpenShift
 //! update graph (Cincinnati's `graph` API: `GET URL?channel=NAME&arch=ARCH` with `Accept:
-//! application/json`, or the same JSON saved to a file).
+//! application/json`, or the same JSON saved to a file, or the copy oc-mirror saved in its
+//! archive's working-dir). `type: okd` channels are asked of OKD's update service.
 //!
 //! The graph's nodes are releases (`version`, `payload` pinned by digest, channels in
 //! `metadata["io.openshift.upgrades.graph.release.channels"]`); `edges` are index pairs and
@@ -28,6 +29,40 @@ use crate::fetch::reference::ImageRef;
 /// OpenShift's public update service.
 pub const DEFAULT_UPDATE_GRAPH: &str = "https://api.openshift.com/api/upgrades_info/v1/graph";
 
+/// OKD's update service, as oc-mirror queries it for `type: okd` channels (openshift/oc-mirror
+/// `internal/pkg/cincinnati/download.go` `OkdUpdateURL`, with the same `channel` and `arch`
+/// query as for OCP).
+pub const OKD_UPDATE_GRAPH: &str = "https://origin-release.ci.openshift.org/graph";
+
+/// Which releases a channel names (an ImageSetConfiguration channel's `type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReleaseKind {
+    /// OpenShift Container Platform (`type: ocp`, the default).
+    #[default]
+    Ocp,
+    /// OKD (`type: okd`): its own update service and release repositories.
+    Okd,
+}
+
+impl ReleaseKind {
+    /// As an ImageSetConfiguration spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReleaseKind::Ocp => "ocp",
+            ReleaseKind::Okd => "okd",
+        }
+    }
+
+    /// The update service oc-mirror asks for such channels.
+    pub fn default_update_graph(self) -> &'static str {
+        match self {
+            ReleaseKind::Ocp => DEFAULT_UPDATE_GRAPH,
+            ReleaseKind::Okd => OKD_UPDATE_GRAPH,
+        }
+    }
+}
+
 /// The node metadata key listing a release's channels.
 pub const CHANNELS_KEY: &str = "io.openshift.upgrades.graph.release.channels";
 
@@ -48,6 +83,8 @@ pub struct ChannelRange {
     pub full: bool,
     /// Only the releases on a shortest update path from min to max.
     pub shortest_path: bool,
+    /// OCP or OKD.
+    pub kind: ReleaseKind,
 }
 
 /// A release of the graph.
@@ -402,6 +439,7 @@ mod tests {
             max_version: max.map(Into::into),
             full,
             shortest_path: sp,
+            kind: ReleaseKind::Ocp,
         };
         Ok(g.select(&r)?
             .iter()

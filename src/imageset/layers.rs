@@ -194,6 +194,16 @@ pub fn config_labels(config: &[u8]) -> Result<BTreeMap<String, String>> {
     Ok(d.config.and_then(|c| c.labels).unwrap_or_default())
 }
 
+/// The `architecture` of an image config blob, if it names one.
+pub fn config_platform(config: &[u8]) -> Result<Option<String>> {
+    #[derive(Deserialize)]
+    struct Doc {
+        architecture: Option<String>,
+    }
+    let d: Doc = serde_json::from_slice(config).context("not an image config")?;
+    Ok(d.architecture.filter(|a| !a.is_empty()))
+}
+
 /// Which files to keep.
 #[derive(Clone, Debug)]
 pub struct Select {

@@ -771,6 +771,7 @@ mod tests {
         Release {
             image: "quay.io/openshift-release-dev/ocp-release:4.14.3-x86_64".into(),
             version: Some("4.14.3".into()),
+            metadata_arch: None,
             components,
         }
     }

@@ -17,6 +17,11 @@ pub const IMAGE_REFERENCES: &str = "release-manifests/image-references";
 pub const RELEASE_METADATA: &str = "release-manifests/release-metadata";
 /// The repository OpenShift release images are published in.
 pub const DEFAULT_RELEASE_BASE: &str = "quay.io/openshift-release-dev/ocp-release";
+/// The repository OKD (SCOS) release images are published in, for messages: oc-mirror has no
+/// OKD repository of its own, it takes OKD releases from OKD's update graph, pinned by digest.
+pub const OKD_SCOS_RELEASE: &str = "quay.io/okd/scos-release";
+/// The release-metadata key a multi-architecture payload carries (`multi`).
+pub const ARCH_KEY: &str = "release.openshift.io/architecture";
 
 /// One release component.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -34,6 +39,8 @@ pub struct Release {
     pub image: String,
     /// `X.Y.Z` from the release metadata (or the ImageStream name), when there is one.
     pub version: Option<String>,
+    /// The architecture its release-metadata names (`multi` for a multi-architecture payload).
+    pub metadata_arch: Option<String>,
     /// Components, sorted by name.
     pub components: Vec<Component>,
 }
@@ -71,6 +78,8 @@ struct From {
 #[derive(Deserialize)]
 struct ReleaseMetadata {
     version: Option<String>,
+    #[serde(default)]
+    metadata: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// The files [`read`] needs from the release image.
@@ -96,10 +105,16 @@ pub fn from_files(image: &str, files: &Files) -> Result<Release> {
     let (stream_name, components) = parse_image_references(refs)
         .with_context(|| format!("release image {image}: {IMAGE_REFERENCES}"))?;
     let mut version = None;
+    let mut metadata_arch = None;
     if let Some(meta) = files.files.get(RELEASE_METADATA) {
         let m: ReleaseMetadata = serde_json::from_slice(meta)
             .with_context(|| format!("release image {image}: {RELEASE_METADATA}: not JSON"))?;
         version = m.version;
+        metadata_arch = m
+            .metadata
+            .get(ARCH_KEY)
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
     }
     if version.is_none() {
         version = stream_name.filter(|n| semver::Version::parse(n).is_ok());
@@ -107,8 +122,63 @@ pub fn from_files(image: &str, files: &Files) -> Result<Release> {
     Ok(Release {
         image: image.to_string(),
         version,
+        metadata_arch,
         components,
     })
+}
+
+impl Release {
+    /// Whether it is an OKD release (by its version, e.g. `4.18.0-okd-scos.8`).
+    pub fn okd(&self) -> bool {
+        self.version.as_deref().is_some_and(is_okd_version)
+    }
+}
+
+/// Whether a version is OKD's (`okd` in its pre-release part: `4.18.0-okd-scos.8`,
+/// `4.15.0-0.okd-2024-03-10-010116`).
+pub fn is_okd_version(v: &str) -> bool {
+    semver::Version::parse(v).is_ok_and(|v| v.pre.as_str().contains("okd"))
+}
+
+/// Refuses a release whose own architecture (its image config's, or `multi` from its
+/// release-metadata) is not the one asked for: nodes of `want` could not run its images. A
+/// multi-architecture payload serves any architecture (its components are lists); `want`
+/// `multi` needs one.
+pub fn check_arch(rel: &Release, config_arch: Option<&str>, want: &str) -> Result<()> {
+    let multi = rel.metadata_arch.as_deref() == Some("multi");
+    let ok = match (want, multi, config_arch) {
+        (_, true, _) => true,
+        ("multi", false, _) => false,
+        (_, false, None) => true,
+        (w, false, Some(c)) => c == w,
+    };
+    if ok {
+        return Ok(());
+    }
+    let own = config_arch.unwrap_or("a single architecture");
+    let said = match &rel.metadata_arch {
+        Some(m) => format!(
+            "its image config says architecture {}, its {RELEASE_METADATA} {ARCH_KEY} {m}",
+            config_arch.unwrap_or("nothing")
+        ),
+        None => format!(
+            "its image config says architecture {}, its {RELEASE_METADATA} names no \
+             {ARCH_KEY}",
+            config_arch.unwrap_or("nothing")
+        ),
+    };
+    let hint = match (release_arch(want), &rel.version) {
+        (Ok(a), Some(v)) if !rel.okd() => format!(
+            "; stage the {want} release (e.g. {DEFAULT_RELEASE_BASE}:{v}-{a}) or ask for {own}"
+        ),
+        _ => format!("; stage a {want} release or ask for {own}"),
+    };
+    bail!(
+        "release image {} is built for {own} ({said}), but {want} was asked for (--arch, else \
+         the ImageSetConfiguration's mirror.platform.architectures, else amd64): {want} nodes \
+         cannot run its images{hint}",
+        rel.image
+    )
 }
 
 /// Parses an `image-references` ImageStream: its name and its components, sorted by name.
@@ -245,6 +315,8 @@ mod tests {
                 .unwrap();
         let r = from_files("quay.io/x/release@sha256:00", &files).unwrap();
         assert_eq!(r.version.as_deref(), Some("4.14.3"));
+        assert_eq!(r.metadata_arch, None);
+        assert!(!r.okd());
         assert_eq!(
             r.components,
             vec![
@@ -283,6 +355,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("listed twice"), "{e}");
+    }
+
+    #[test]
+    fn architecture_check() {
+        let rel = |meta: Option<&str>, v: &str| Release {
+            image: "quay.io/x/release@sha256:00".into(),
+            version: Some(v.into()),
+            metadata_arch: meta.map(Into::into),
+            components: Vec::new(),
+        };
+        let single = rel(None, "4.14.3");
+        check_arch(&single, Some("amd64"), "amd64").unwrap();
+        let e = check_arch(&single, Some("amd64"), "arm64")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("is built for amd64 (its image config says architecture amd64")
+                && e.contains("but arm64 was asked for")
+                && e.contains("ocp-release:4.14.3-aarch64"),
+            "{e}"
+        );
+        assert!(check_arch(&single, Some("amd64"), "multi").is_err());
+        let multi = rel(Some("multi"), "4.14.3");
+        check_arch(&multi, Some("amd64"), "multi").unwrap();
+        check_arch(&multi, Some("amd64"), "arm64").unwrap();
+        assert!(is_okd_version("4.18.0-okd-scos.8"));
+        assert!(is_okd_version("4.15.0-0.okd-2024-03-10-010116"));
+        assert!(!is_okd_version("4.14.3"));
+        assert!(rel(None, "4.18.0-okd-scos.8").okd());
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Resolving an image set: from what the user asked for (a release, an ImageSetConfiguration,
 //! assisted-installer images, operators, additional images, filters) to the pinned
-//! [`ImageLists`] the node loads. Resolves release channels through the update graph, pulls the
-//! release and catalog images into the store through the fetch stage, reads their layers from
-//! the store, selects operator bundles, and resolves tagged references to digests through the
-//! fetch stage (fully pulled, or manifests only when a later stage plans before downloading).
+//! [`ImageLists`] the node loads. Resolves release channels through the update graph (OCP's,
+//! OKD's, or the graph data an oc-mirror archive carries), pulls the release and catalog images
+//! into the store through the fetch stage, reads their layers from the store (refusing a release
+//! built for another architecture than the one asked for), selects operator bundles, and
+//! resolves tagged references to digests through the fetch stage (fully pulled, or manifests
+//! only when a later stage plans before downloading). From an oc-mirror archive set with
+//! neither `--config` nor `--release`, the ImageSetConfiguration it carries is the image set.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,10 +16,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::catalog::{self, Selected};
 use super::config::{self, ImageSet, ReleaseSpec};
 use super::filter::Filter;
-use super::graph::{self, GraphSource};
+use super::graph::{self, GraphSource, ReleaseKind};
 use super::layers::{self, Limits};
 use super::lists::{self, AssistedImages, DiscoveryRule, ImageLists, Inputs, Resolved};
 use super::release::{self, Release};
+use crate::fetch::archive::ArchiveSet;
 use crate::fetch::connect::Connection;
 use crate::fetch::digest::Digest;
 use crate::fetch::progress::Progress;
@@ -178,14 +182,10 @@ impl Puller {
 fn resolve_releases(
     set: &ImageSet,
     a: &Request,
+    archives: Option<&ArchiveSet>,
     http: &dyn Fn(&str) -> Result<crate::fetch::http::HttpClient>,
 ) -> Result<Vec<(ReleaseSpec, String)>> {
     let base = Some(a.release_base.as_str()).filter(|b| !b.is_empty());
-    let source = GraphSource::parse(
-        a.update_graph
-            .as_deref()
-            .unwrap_or(graph::DEFAULT_UPDATE_GRAPH),
-    );
     let mut out: Vec<(ReleaseSpec, String)> = Vec::new();
     for spec in &set.releases {
         match spec {
@@ -202,9 +202,22 @@ fn resolve_releases(
                 release::release_ref_for_version(version, &set.arch, base)?,
             )),
             ReleaseSpec::Channel(range) => {
-                let g = source
+                let g = match (&a.update_graph, archives) {
+                    // Air-gapped: the service's answer oc-mirror saved on the connected side.
+                    (None, Some(set_)) => {
+                        let (bytes, what) = set_
+                            .graph_data(&set.arch, &range.name)
+                            .with_context(|| format!("release channel {}", range.name))?;
+                        graph::parse(&what, &bytes, &range.name)?
+                    }
+                    (given, _) => GraphSource::parse(
+                        given
+                            .as_deref()
+                            .unwrap_or(range.kind.default_update_graph()),
+                    )
                     .load(&range.name, &set.arch, http)
-                    .with_context(|| format!("release channel {}", range.name))?;
+                    .with_context(|| format!("release channel {}", range.name))?,
+                };
                 let chosen = g.select(range)?;
                 if !a.quiet {
                     let versions: Vec<String> =
@@ -218,13 +231,23 @@ fn resolve_releases(
                     );
                 }
                 for n in chosen {
-                    out.push((
-                        ReleaseSpec::Version {
-                            version: n.version.to_string(),
+                    let v = n.version.to_string();
+                    let spec = match range.kind {
+                        ReleaseKind::Ocp => ReleaseSpec::Version {
+                            version: v,
                             channel: Some(range.name.clone()),
                         },
-                        n.payload.clone(),
-                    ));
+                        // OKD versions name no tag: the effective file keeps the channel,
+                        // pinned to the version.
+                        ReleaseKind::Okd => ReleaseSpec::Channel(graph::ChannelRange {
+                            min_version: Some(v.clone()),
+                            max_version: Some(v),
+                            full: false,
+                            shortest_path: false,
+                            ..range.clone()
+                        }),
+                    };
+                    out.push((spec, n.payload.clone()));
                 }
             }
         }
@@ -235,11 +258,22 @@ fn resolve_releases(
     Ok(out)
 }
 
-/// The image set from the config file and the flags.
-fn image_set(a: &Request) -> Result<ImageSet> {
-    let mut set = match &a.config {
-        Some(p) => config::load_imageset(p)?,
-        None => ImageSet {
+/// The image set from the config file (else, with neither `--config` nor `--release`, the one
+/// an oc-mirror archive set carries) and the flags.
+fn image_set(a: &Request, archives: Option<&ArchiveSet>) -> Result<ImageSet> {
+    let carried = match archives {
+        Some(set) if a.config.is_none() && a.release.is_none() => set.imageset_config()?,
+        _ => None,
+    };
+    let mut set = match (&a.config, carried) {
+        (Some(p), _) => config::load_imageset(p)?,
+        (None, Some((text, what))) => {
+            if !a.quiet {
+                eprintln!("image set: the ImageSetConfiguration of the archive ({what})");
+            }
+            config::parse_imageset(&what, &text)?
+        }
+        (None, None) => ImageSet {
             arch: "amd64".to_string(),
             ..ImageSet::default()
         },
@@ -254,6 +288,14 @@ fn image_set(a: &Request) -> Result<ImageSet> {
             semver::Version::parse(r).with_context(|| {
                 format!("--release {r}: neither X.Y.Z nor an image reference (HOST/PATH:TAG)")
             })?;
+            if release::is_okd_version(r) {
+                bail!(
+                    "--release {r}: an OKD version names no release tag (OKD releases are not \
+                     published as BASE:VERSION-ARCH); give the release image (e.g. \
+                     {}:{r}) or a `type: okd` channel in --config",
+                    release::OKD_SCOS_RELEASE
+                );
+            }
             ReleaseSpec::Version {
                 version: r.clone(),
                 channel: None,
@@ -339,7 +381,8 @@ fn select_operators(p: &Puller, set: &ImageSet) -> Result<Vec<Selected>> {
 /// Resolves an image set: pulls the releases and catalogs (and, per `a.tagged`, the images given
 /// by tag) through the fetch stage, reads them, and builds the lists.
 pub fn resolve(a: &Request, store: Store, conn: Connection) -> Result<Resolution> {
-    let set = image_set(a)?;
+    let archives = conn.archives().cloned();
+    let set = image_set(a, archives.as_deref())?;
     let assisted = assisted(a)?;
     let rule = match &a.discovery {
         Discovery::Builtin => DiscoveryRule::builtin()?,
@@ -371,7 +414,7 @@ pub fn resolve(a: &Request, store: Store, conn: Connection) -> Result<Resolution
             set.arch.clone()
         },
     };
-    let chosen = resolve_releases(&set, a, &|host| puller.conn.http(host))?;
+    let chosen = resolve_releases(&set, a, archives.as_deref(), &|host| puller.conn.http(host))?;
     // The releases and the catalogs are read, so they are pulled first.
     let mut first: Vec<String> = chosen.iter().map(|(_, r)| r.clone()).collect();
     first.extend(set.operators.iter().map(|o| o.catalog.clone()));
@@ -390,7 +433,26 @@ pub fn resolve(a: &Request, store: Store, conn: Connection) -> Result<Resolution
         }
         specs.push(spec);
         let mut rel = release::read(&r, &blobs.layers)?;
+        let config_arch = match &blobs.config {
+            Some(c) => {
+                let bytes = c.read_all(layers::MAX_FILE)?;
+                layers::config_platform(&bytes)
+                    .with_context(|| format!("release image {r}: image config"))?
+            }
+            None => None,
+        };
+        release::check_arch(&rel, config_arch.as_deref(), &set.arch)?;
         if r.starts_with("oci:") {
+            if rel.okd() && a.release_base == release::DEFAULT_RELEASE_BASE {
+                bail!(
+                    "release image {r}: an OKD release ({}) named on the node after the OCP \
+                     release repository {}: give --release-base with the repository it is \
+                     published in (e.g. {})",
+                    rel.version.as_deref().unwrap_or_default(),
+                    release::DEFAULT_RELEASE_BASE,
+                    release::OKD_SCOS_RELEASE
+                );
+            }
             // A layout has no registry name: the node gets it as BASE@DIGEST.
             rel.image = release::image_in(&a.release_base, &img.digest.to_string())
                 .with_context(|| format!("--release-base for {r}"))?;
@@ -458,8 +520,8 @@ mod tests {
             arch: Some("arm64".into()),
             ..Request::default()
         };
-        let set = image_set(&a).unwrap();
-        let chosen = resolve_releases(&set, &a, &|_| unreachable!("no channel")).unwrap();
+        let set = image_set(&a, None).unwrap();
+        let chosen = resolve_releases(&set, &a, None, &|_| unreachable!("no channel")).unwrap();
         assert_eq!(
             chosen[0].1,
             "quay.io/openshift-release-dev/ocp-release:4.14.3-aarch64"
@@ -468,7 +530,7 @@ mod tests {
             release: Some("docker://quay.io/x/release:4.14.3-x86_64".into()),
             ..Request::default()
         };
-        let set = image_set(&a).unwrap();
+        let set = image_set(&a, None).unwrap();
         assert_eq!(
             set.releases,
             [ReleaseSpec::Image("quay.io/x/release:4.14.3-x86_64".into())]
@@ -477,7 +539,7 @@ mod tests {
             release: Some("oci:/srv/release:4.14.3".into()),
             ..Request::default()
         };
-        let set = image_set(&a).unwrap();
+        let set = image_set(&a, None).unwrap();
         assert_eq!(
             set.releases,
             [ReleaseSpec::Image("oci:/srv/release:4.14.3".into())]
@@ -486,7 +548,7 @@ mod tests {
             release: Some("4.14".into()),
             ..Request::default()
         };
-        let e = format!("{:#}", image_set(&a).unwrap_err());
+        let e = format!("{:#}", image_set(&a, None).unwrap_err());
         assert!(
             e.starts_with("--release 4.14: neither X.Y.Z nor an image reference"),
             "{e}"
@@ -495,6 +557,6 @@ mod tests {
             arch: Some("x86_64".into()),
             ..Request::default()
         };
-        assert!(image_set(&a).is_err());
+        assert!(image_set(&a, None).is_err());
     }
 }

@@ -916,3 +916,125 @@ pub fn check_xfs_image(
     verify_ok(img);
     part
 }
+
+/// A throwaway containers-storage (its own storage.conf, driver vfs), for loading payloads with
+/// the real skopeo.
+pub struct Storage {
+    _dir: tempfile::TempDir,
+    pub conf: PathBuf,
+}
+
+impl Storage {
+    pub fn new() -> Storage {
+        let dir = scratch("storage");
+        let conf = dir.path().join("storage.conf");
+        fs::write(
+            &conf,
+            format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
+                dir.path().display()
+            ),
+        )
+        .expect("writing storage.conf");
+        Storage { _dir: dir, conf }
+    }
+
+    /// `skopeo` with this storage.
+    pub fn skopeo(&self) -> Command {
+        let mut c = Command::new(require("skopeo", "skopeo"));
+        c.env("CONTAINERS_STORAGE_CONF", &self.conf);
+        c
+    }
+
+    /// `skopeo inspect --raw containers-storage:REF | sha256sum` must be REF's digest.
+    pub fn assert_digest(&self, r: &str) {
+        let out = self
+            .skopeo()
+            .args(["inspect", "--raw"])
+            .arg(format!("containers-storage:{r}"))
+            .output()
+            .expect("running skopeo inspect");
+        assert!(
+            out.status.success(),
+            "{r} is not in the storage: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        use sha2::Digest as _;
+        let got = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&out.stdout)));
+        let want = r.rsplit('@').next().expect("a by-digest reference");
+        assert_eq!(got, want, "digest of {r} as stored");
+    }
+
+    /// Loads every image of a mounted payload partition's lists (`ai-images.txt`,
+    /// `ocp-images.txt`) under its exact by-digest name, as the node does: `shared` through its
+    /// OCI layouts and shared blob directory, `ztp` by untarring each `<name>.tgz` in a scratch
+    /// copy and copying its `dir:`. Returns the references loaded.
+    pub fn load_payload(&self, root: &Path, payload: &str) -> BTreeSet<String> {
+        let list = |name: &str| -> Vec<String> {
+            fs::read_to_string(root.join(name))
+                .unwrap_or_else(|e| panic!("{name} on the partition: {e}"))
+                .lines()
+                .map(str::to_string)
+                .collect()
+        };
+        let (ai, ocp) = (list("ai-images.txt"), list("ocp-images.txt"));
+        let all: BTreeSet<String> = ai.iter().chain(&ocp).cloned().collect();
+        let scratch_dir = scratch("load");
+        for r in &all {
+            let name = r
+                .rsplit('/')
+                .next()
+                .expect("a reference")
+                .replacen(':', "_", 1);
+            if payload == "shared" {
+                let stage = if ocp.contains(r) {
+                    "ocp-images"
+                } else {
+                    "ai-images"
+                };
+                let out = self
+                    .skopeo()
+                    .current_dir(root)
+                    .args(["copy", "-q", "--src-shared-blob-dir", "blobs"])
+                    .arg(format!("oci:{stage}/{name}"))
+                    .arg(format!("containers-storage:{r}"))
+                    .output()
+                    .expect("running skopeo copy");
+                assert!(
+                    out.status.success(),
+                    "skopeo copy of {r}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            } else {
+                let tgz = root.join(format!("{name}.tgz"));
+                let out = Command::new(require("tar", "tar"))
+                    .current_dir(scratch_dir.path())
+                    .args(["--force-local", "-xzf"])
+                    .arg(&tgz)
+                    .output()
+                    .expect("running tar");
+                assert!(
+                    out.status.success(),
+                    "untarring {}: {}",
+                    tgz.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let out = self
+                    .skopeo()
+                    .args(["copy", "-q"])
+                    .arg(format!("dir:{}", scratch_dir.path().join(&name).display()))
+                    .arg(format!("containers-storage:{r}"))
+                    .output()
+                    .expect("running skopeo copy");
+                assert!(
+                    out.status.success(),
+                    "skopeo copy of {r}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                fs::remove_dir_all(scratch_dir.path().join(&name)).expect("removing a copy");
+            }
+            self.assert_digest(r);
+        }
+        all
+    }
+}

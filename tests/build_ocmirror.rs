@@ -148,7 +148,11 @@ fn offline_build_from_a_split_archive_equals_the_registry_build_and_loads() {
         let s: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(s["images"], 25, "{s}");
         // Read in place: nothing of the archive is copied into the store first.
-        assert!(s["pull"]["blobs_in_place"].as_u64().unwrap() > 0, "{}", s["pull"]);
+        assert!(
+            s["pull"]["blobs_in_place"].as_u64().unwrap() > 0,
+            "{}",
+            s["pull"]
+        );
         assert_eq!(s["pull"]["blobs_fetched"], 0, "{}", s["pull"]);
         let stored = std::fs::read_dir(root.join(format!("store-{payload}/blobs/sha256")))
             .map(|d| d.count())

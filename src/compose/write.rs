@@ -189,10 +189,11 @@ impl Pool {
     /// A slot for `n` bytes (its contents are about to be overwritten).
     fn get(&self, n: usize) -> Slot {
         let mut v = self.free.try_recv().unwrap_or_default();
-        let need = n.next_multiple_of(DIRECT_ALIGN) + DIRECT_ALIGN;
+        // Room to align the start, an unaligned source's lead, and the padding at the end.
+        let need = n.next_multiple_of(DIRECT_ALIGN) + 3 * DIRECT_ALIGN;
         if v.len() < need {
             // A new allocation: its alignment is whatever the allocator gives.
-            v = vec![0u8; need.max(CHUNK + 2 * DIRECT_ALIGN)];
+            v = vec![0u8; need.max(CHUNK + 3 * DIRECT_ALIGN)];
         }
         let at = v.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
         Slot { v, at, n }
@@ -656,22 +657,15 @@ fn read_source(
             path.display()
         );
     }
-    // Around the page cache when the filesystem allows it and the bytes start on an aligned
-    // offset: the disk puts them straight into the buffer (no copy out of the page cache).
-    let direct = (offset.is_multiple_of(DIRECT_ALIGN as u64))
-        .then(|| {
-            rustix::fs::open(
-                path,
-                rustix::fs::OFlags::RDONLY
-                    | rustix::fs::OFlags::DIRECT
-                    | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )
-            .ok()
-            .map(File::from)
-        })
-        .flatten();
-    let mut direct = direct;
+    // Around the page cache when the filesystem allows it: the disk puts the bytes straight
+    // into the buffer (no copy out of the page cache).
+    let mut direct = rustix::fs::open(
+        path,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECT | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ok()
+    .map(File::from);
     if direct.is_none() {
         let _ = rustix::fs::fadvise(
             &f,
@@ -700,16 +694,22 @@ fn read_source(
     Ok(())
 }
 
-/// Reads the slot's bytes at `at` (aligned) with `O_DIRECT`, in whole aligned blocks (what lies
-/// after the bytes wanted is overwritten with zeros later); `false` when that did not give
-/// them all, and the caller reads them the ordinary way.
+/// Reads the slot's bytes at `at` with `O_DIRECT`, in whole aligned blocks from the aligned
+/// offset at or before `at` (bytes after those wanted are overwritten with zeros later; bytes
+/// before them, at an unaligned offset such as a tar member's, are moved out of the way so that
+/// the slot's bytes start aligned for the write); `false` when that did not give them all, and
+/// the caller reads them the ordinary way.
 fn read_direct(d: &File, slot: &mut Slot, at: u64) -> bool {
-    let want = slot.n;
+    let lead = (at % DIRECT_ALIGN as u64) as usize;
+    let want = lead + slot.n;
     let whole = want.next_multiple_of(DIRECT_ALIGN);
-    let buf = &mut slot.v[slot.at..slot.at + whole];
+    let Some(buf) = slot.v.get_mut(slot.at..slot.at + whole) else {
+        return false;
+    };
+    let from = at - lead as u64;
     let mut got = 0usize;
     while got < want {
-        match d.read_at(&mut buf[got..], at + got as u64) {
+        match d.read_at(&mut buf[got..], from + got as u64) {
             Ok(0) => return false,
             Ok(k) => {
                 got += k;
@@ -722,6 +722,9 @@ fn read_direct(d: &File, slot: &mut Slot, at: u64) -> bool {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return false,
         }
+    }
+    if lead > 0 {
+        buf.copy_within(lead..want, 0);
     }
     true
 }

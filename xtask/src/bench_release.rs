@@ -12,7 +12,9 @@
 //!   (`xfs_db` on the partition);
 //! - the node-side load of every install image by the generated `extract-ocp.sh`, as the node
 //!   runs it (root: a loop device of the partition, a private mount namespace, a throwaway
-//!   containers-storage).
+//!   containers-storage);
+//! - air-gapped: `prestage build --from-oc-mirror` of an oc-mirror archive set of the same
+//!   images ([`crate::archive`], split into 2 GiB tars) vs `cp -r` of the tar files plus `sync`.
 //!
 //! Needs root (caches, loop devices, mounts). The fixture is written once under `--dir`.
 
@@ -212,7 +214,47 @@ pub fn build(args: &[&str]) -> Result<()> {
     let predicted = plan["formats"][0]["fit"]["used"].as_u64().unwrap_or(0);
     let used = used_bytes(&warm)?;
 
-    // 5. The node side.
+    // 5. Air-gapped: an oc-mirror archive set of the same images (the release's components,
+    // the assisted-installer and additional images, by digest), built from in place.
+    let archive = dir.join("fixture-archive");
+    if !archive.join(".complete").exists() {
+        eprintln!("writing the oc-mirror archive set {} (once)", archive.display());
+        let _ = std::fs::remove_dir_all(&archive);
+        let mut images = refs.clone();
+        for list in [&fx.assisted, &fx.additional] {
+            images.extend(std::fs::read_to_string(list)?.lines().map(str::to_string));
+        }
+        crate::archive::write(&fx.layout, &images, &archive, 2 << 30)?;
+        std::fs::write(archive.join(".complete"), "")?;
+    }
+    let archive_bytes = du(&archive)?;
+    let t_cp_archive = cp(&archive)?;
+    let from_archive = out.join("archive.raw");
+    drop_caches();
+    let json = out.join("archive.json");
+    let (t_archive, rss_archive) = measure(
+        Command::new(&bin)
+            .arg("build")
+            .arg("--from-oc-mirror")
+            .arg(&archive)
+            .arg("--store")
+            .arg(out.join("store-archive"))
+            .arg("--authfile")
+            .arg(out.join("auth.json"))
+            .arg("--registries-conf")
+            .arg(out.join("none.conf"))
+            .arg("--layout")
+            .arg(&layout)
+            .args(["--quiet", "--json", "--payload", "shared", "-o"])
+            .arg(&from_archive)
+            .env("SOURCE_DATE_EPOCH", "1700000000"),
+        Some(std::fs::File::create(&json)?),
+    )?;
+    let s_archive: Value = serde_json::from_slice(&std::fs::read(&json)?)?;
+    let archive_img_bytes = s_archive["partition_bytes"].as_u64().unwrap_or(0);
+    let _ = std::fs::remove_file(&from_archive);
+
+    // 6. The node side.
     let node = node_load(&warm, &out.join("node"), "overlay", true)?;
     let _ = std::fs::remove_dir_all(out.join("node"));
 
@@ -270,6 +312,15 @@ pub fn build(args: &[&str]) -> Result<()> {
         warm_bytes,
         cp_store_rate,
         Some(rss_warm),
+    );
+    let cp_archive_rate = mibs(archive_bytes, t_cp_archive);
+    row("cp -r oc-mirror tars + sync", t_cp_archive, archive_bytes, cp_archive_rate, None);
+    row(
+        "prestage build --from-oc-mirror (in place)",
+        t_archive,
+        archive_img_bytes,
+        cp_archive_rate,
+        Some(rss_archive),
     );
     println!(
         "warm build seconds: resolve {}, plan {}, pull {}, filesystems {}, write and hash {}, \

@@ -14,6 +14,7 @@
 //! - `bench build`: prestage build (shared, ztp) from a warm store vs `cp -r` of the blobs and
 //!   vs the upstream skopeo + tar pipeline; bytes on the partition; node-side loading; RSS.
 
+mod archive;
 mod bench;
 mod bench_build;
 mod bench_pull;

@@ -72,6 +72,25 @@ impl Json {
         }
     }
 
+    /// Equal as JSON values: objects compared as maps (key order ignored), numbers by value.
+    pub fn same(&self, other: &Json) -> bool {
+        match (self, other) {
+            (Json::Object(a), Json::Object(b)) => {
+                a.len() == b.len()
+                    && a.iter().all(|(k, v)| {
+                        b.iter()
+                            .find(|(k2, _)| k2 == k)
+                            .is_some_and(|(_, v2)| v.same(v2))
+                    })
+            }
+            (Json::Array(a), Json::Array(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same(y))
+            }
+            (Json::Number(a), Json::Number(b)) => a.as_f64() == b.as_f64(),
+            (a, b) => a == b,
+        }
+    }
+
     /// The string, when this is one.
     pub fn as_str(&self) -> Option<&str> {
         match self {
@@ -202,6 +221,9 @@ mod tests {
             r#"{"z":1,"a":{"y":[true,null],"b":"\u00e9\ud834\udd1e"},"m":1.5}"#
         );
         let back = Json::parse(&j.to_pretty()).unwrap();
+        let other =
+            Json::parse(r#"{"m": 1.5, "a": {"b": "é𝄞", "y": [true, null]}, "z": 1.0}"#).unwrap();
+        assert!(j.same(&other) && j != other);
         assert_eq!(back, j);
         assert_eq!(
             back.get("a")

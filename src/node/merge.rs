@@ -92,8 +92,11 @@ fn array_at<'a>(obj: &'a mut Json, key: &str, what: &str) -> Result<&'a mut Vec<
     let Json::Object(m) = obj else {
         bail!("internal error: {what} is not an object");
     };
-    if !m.iter().any(|(k, _)| k == key) {
-        m.push((key.to_string(), Json::Array(Vec::new())));
+    match m.iter_mut().find(|(k, _)| k == key) {
+        None => m.push((key.to_string(), Json::Array(Vec::new()))),
+        // Ignition reads null as missing.
+        Some((_, v @ Json::Null)) => *v = Json::Array(Vec::new()),
+        Some(_) => {}
     }
     match m.iter_mut().find(|(k, _)| k == key).map(|(_, v)| v) {
         Some(Json::Array(a)) => Ok(a),
@@ -107,8 +110,10 @@ fn object_at<'a>(obj: &'a mut Json, key: &str) -> Result<&'a mut Json> {
     let Json::Object(m) = obj else {
         bail!("internal error: not an object");
     };
-    if !m.iter().any(|(k, _)| k == key) {
-        m.push((key.to_string(), Json::Object(Vec::new())));
+    match m.iter_mut().find(|(k, _)| k == key) {
+        None => m.push((key.to_string(), Json::Object(Vec::new()))),
+        Some((_, v @ Json::Null)) => *v = Json::Object(Vec::new()),
+        Some(_) => {}
     }
     match m.iter_mut().find(|(k, _)| k == key).map(|(_, v)| v) {
         Some(v @ Json::Object(_)) => Ok(v),
@@ -172,7 +177,7 @@ pub fn merge_ignition(existing: &str, ours: &Config) -> Result<Merged<Json>> {
         let storage = object_at(&mut cfg, "storage")?;
         for kind in ["files", "directories", "links"] {
             if let Some(v) = storage.get(kind) {
-                if !matches!(v, Json::Array(_)) {
+                if !matches!(v, Json::Array(_) | Json::Null) {
                     bail!("storage.{kind}: not a list (a JSON {})", v.kind());
                 }
             }
@@ -192,7 +197,7 @@ pub fn merge_ignition(existing: &str, ours: &Config) -> Result<Merged<Json>> {
                     };
                     let theirs = clean(p);
                     if theirs == path {
-                        if kind == "files" && *e == ours_entry {
+                        if kind == "files" && e.same(&ours_entry) {
                             at = Some((i, false));
                         } else if kind == "files" && is_prestage_file(e) {
                             at = Some((i, true));
@@ -242,7 +247,7 @@ pub fn merge_ignition(existing: &str, ours: &Config) -> Result<Merged<Json>> {
                     bail!("systemd.units[{i}]: no name");
                 };
                 if name == ours_unit.name {
-                    if *u == ours_entry {
+                    if u.same(&ours_entry) {
                         at = Some((i, false));
                     } else if is_prestage_unit(u) {
                         at = Some((i, true));

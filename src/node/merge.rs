@@ -139,12 +139,12 @@ pub fn parse_override(text: &str) -> Result<Json> {
     };
     if !ACCEPTED_VERSIONS.contains(&version) {
         let what = if version.starts_with("3.") {
-            "a 3.x version Assisted Service refuses"
+            ""
         } else {
-            "not Ignition 3.x"
+            "not Ignition 3.x; "
         };
         bail!(
-            "ignition.version {version}: {what}; Assisted Service takes {} overrides only",
+            "ignition.version {version}: {what}Assisted Service takes {} overrides only",
             ACCEPTED_VERSIONS.join(" and ")
         );
     }

@@ -526,7 +526,7 @@ mod tests {
             ),
             (
                 r#"{"ignition":{"version":"3.4.0"}}"#,
-                "3.4.0: a 3.x version Assisted",
+                "3.4.0: Assisted Service takes 3.1.0 and 3.2.0",
             ),
             (
                 r#"{"ignition":{"version":"3.2.0","config":{"replace":{"source":"http://x/y"}}}}"#,

@@ -9,8 +9,8 @@
 //!   arguments `spec.nodes[].installerArgs` (both onto the BareMetalHost), each a string holding
 //!   JSON; cluster manifests come from ConfigMaps named in `spec.extraManifestsRefs`
 //!   ([`super::manifests`]).
-//! - **SiteConfig** (`ran.openshift.io/v1`, the ztp-site-generate generator of OpenShift 4.20 and
-//!   earlier, removed upstream in November 2025): `spec.clusters[].ignitionConfigOverride`,
+//! - **SiteConfig** (`ran.openshift.io/v1`, the generator of ztp-site-generate 4.20 and earlier,
+//!   removed upstream in November 2025): `spec.clusters[].ignitionConfigOverride`,
 //!   `spec.clusters[].nodes[].ignitionConfigOverride` and `.installerArgs`.
 //!
 //! `--into` edits the file in place ([`merge_into`]): every ClusterInstance and SiteConfig
@@ -175,8 +175,8 @@ pub fn siteconfig(s: &Settings, what: &str, image: &str) -> Result<String> {
     };
     let body = serde_yaml_ng::to_string(&snippet).context("serializing siteconfig.yaml")?;
     Ok(format!(
-        "# GitOps ZTP with the SiteConfig generator of ztp-site-generate (OpenShift 4.20 and\n\
-         # earlier): the pre-staging settings of {what}, for a SiteConfig ({SITE_CONFIG_API}).\n\
+        "# GitOps ZTP with the SiteConfig generator of ztp-site-generate 4.20 and\n\
+         # earlier: the pre-staging settings of {what}, for a SiteConfig ({SITE_CONFIG_API}).\n\
          # Merge them into yours, keeping the overrides and installer arguments it already has:\n\
          #   prestage node {image} --into YOUR-SITECONFIG.yaml\n\
          # or copy by hand: ignitionConfigOverride into each cluster (beside clusterName), and\n\

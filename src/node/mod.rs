@@ -301,7 +301,7 @@ fn readme(what: &str, lab: bool) -> String {
         ("installer-args.json", "coreos-installer arguments that keep the partition"),
         ("assisted.sh URL INFRA_ENV [HOST]", "merges the three into what Assisted Service holds (REST API; needs curl and jq; token in ASSISTED_TOKEN)"),
         ("clusterinstance.yaml", "the same three for GitOps ZTP with the SiteConfig operator (ClusterInstance, RHACM 2.12+)"),
-        ("siteconfig.yaml", "the same three for GitOps ZTP with the old SiteConfig generator (ztp-site-generate, OpenShift 4.20 and earlier)"),
+        ("siteconfig.yaml", "the same three for GitOps ZTP with the old SiteConfig generator (ztp-site-generate 4.20 and earlier)"),
         ("prestage node IMAGE --into FILE", "merges them into your ClusterInstance or SiteConfig, keeping its own overrides and installerArgs"),
     ];
     if lab {

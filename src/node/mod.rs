@@ -273,16 +273,14 @@ pub fn regenerate(
 
 /// `prestage node IMAGE --into FILE`: merges the GitOps ZTP settings of the image prestage built
 /// at `image` into the user's ClusterInstance or SiteConfig `file` (see [`gitops::merge_into`]).
-/// Holds the image's output lock while it reads the image.
+/// It only reads the image, through one open file (a build renames a whole, verified image into
+/// place), so it takes no lock: several merges from one image may run at once.
 pub fn into(
     image: &Path,
     file: &Path,
     label: Option<&str>,
 ) -> Result<(inspect::Found, gitops::Summary)> {
-    let found = {
-        let _lock = crate::compose::output::OutputLock::acquire(image)?;
-        inspect::inspect(image, label)?
-    };
+    let found = inspect::inspect(image, label)?;
     let settings =
         NodeSet::new(&found.label)?.gitops(found.format, Some(found.partitions.clone()))?;
     let summary = gitops::merge_into(file, &settings)?;

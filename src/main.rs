@@ -26,8 +26,9 @@ enum Command {
     Build(Box<build::cli::BuildArgs>),
     /// Say, before anything is downloaded, what a build needs and whether the layout fits it.
     Plan(Box<build::cli::PlanArgs>),
-    /// Write the node files (loaders, Ignition overrides, Assisted Service and SiteConfig
-    /// settings) of an image already built, read from the image itself.
+    /// Write the node files (loaders, Ignition overrides, Assisted Service, ClusterInstance and
+    /// SiteConfig settings) of an image already built, read from the image itself; or merge
+    /// them into a ClusterInstance or SiteConfig file (--into).
     Node(node::cli::NodeArgs),
     /// Resolve a release, operators and extra images into the lists the node loads.
     Images(Box<imageset::cli::ImagesArgs>),

@@ -1,8 +1,8 @@
 //! The files beside an image (`OUT.node/`), judged by the programs that consume them:
 //! `ignition-validate` and the real Ignition binary (Debian `ignition`) for the overrides,
-//! `systemd-analyze verify` for the units, `shellcheck` for every script, curl (driven by
-//! `assisted.sh`) against a recording HTTP endpoint for the Assisted Service calls, a YAML parser
-//! for the SiteConfig snippet, `virt-install` / `virsh` (libvirt's test driver) for the lab
+//! `systemd-analyze verify` for the units, `shellcheck` for every script, `assisted.sh` (curl and
+//! jq) against a stand-in Assisted Service holding existing overrides and installer arguments
+//! (its merge compared with prestage's own), a YAML parser for the SiteConfig snippet, `virt-install` / `virsh` (libvirt's test driver) for the lab
 //! files, and `prestage node` regenerating the directory from a built image.
 
 mod common;
@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use common::{require, run, scratch, Run};
 use prestage::compose::emit::Format as ImageFormat;
 use prestage::node::NodeSet;
-use prestage::payload::Format;
+use prestage::payload::{Format, Stage};
 
 const FORMATS: [(&str, Format); 2] = [("shared", Format::Shared), ("ztp", Format::Ztp)];
 /// (override, unit, loader) of each stage.
@@ -47,8 +47,15 @@ fn read(p: &Path) -> String {
     fs::read_to_string(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
 }
 
-/// `ignition-validate` must accept `text` with no message at all.
+/// `ignition-validate` must accept `text` with no message at all, and it must be spec 3.2.0.
 fn assert_valid_ignition(text: &str, what: &str, dir: &Path) {
+    assert_ignition_validate_accepts(text, what, dir);
+    let v: serde_json::Value = serde_json::from_str(text).expect("Ignition is JSON");
+    assert_eq!(v["ignition"]["version"], "3.2.0", "{what}: spec version");
+}
+
+/// `ignition-validate` must accept `text` (of any spec version) with no message at all.
+fn assert_ignition_validate_accepts(text: &str, what: &str, dir: &Path) {
     let validate = require("ignition-validate", "ignition");
     let f = dir.join("candidate.ign");
     fs::write(&f, text).expect("writing the config");
@@ -58,8 +65,6 @@ fn assert_valid_ignition(text: &str, what: &str, dir: &Path) {
         "ignition-validate refuses {what}:\n{}",
         r.both()
     );
-    let v: serde_json::Value = serde_json::from_str(text).expect("Ignition is JSON");
-    assert_eq!(v["ignition"]["version"], "3.2.0", "{what}: spec version");
 }
 
 #[test]
@@ -236,27 +241,74 @@ fn siteconfig_and_patches_carry_the_same_ignition() {
     }
 }
 
-/// One request an HTTP endpoint received.
+/// One request the stand-in service received.
 #[derive(Debug, Clone)]
 struct Request {
     line: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
-    /// Whether some process's command line held the token while the request was open.
-    token_on_a_command_line: bool,
+    /// The watched strings some process's command line held while the request was open (curl is
+    /// still running then, waiting for the answer).
+    on_a_command_line: Vec<String>,
 }
 
-/// A recording HTTP/1.1 endpoint answering every request with `status`; returns its URL and the
-/// requests it received.
-fn endpoint(status: &'static str, token: &'static str) -> (String, Arc<Mutex<Vec<Request>>>) {
+impl Request {
+    fn header(&self, k: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{}: the body is not JSON: {e}", self.line))
+    }
+}
+
+/// What the stand-in service holds.
+#[derive(Debug, Default)]
+struct State {
+    /// The infra-env as `GET .../infra-envs/ID` answers it.
+    infra_env: serde_json::Value,
+    /// The host as `GET .../hosts/ID` answers it.
+    host: serde_json::Value,
+    /// Every request, in order.
+    requests: Vec<Request>,
+    /// When set, every request is answered with this status.
+    fail: Option<&'static str>,
+}
+
+/// Strings of `/proc/*/cmdline` that contain one of `watch`.
+fn on_command_lines(watch: &[String]) -> Vec<String> {
+    let mut hits = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(c) = fs::read(e.path().join("cmdline")) {
+            for w in watch {
+                if c.windows(w.len()).any(|x| x == w.as_bytes()) && !hits.contains(w) {
+                    hits.push(w.clone());
+                }
+            }
+        }
+    }
+    hits
+}
+
+/// A stand-in for Assisted Service's REST API on 127.0.0.1, as the parts assisted.sh uses
+/// behave (swagger.yaml `v2GetInfraEnv`, `v2GetHost`, `v2UpdateInfraEnv`,
+/// `v2UpdateHostIgnition`, `v2UpdateHostInstallerArgs`): GETs answer the infra-env and host JSON
+/// (`ignition_config_override`; `ignition_config_overrides`, `installer_args`, strings), PATCHes
+/// replace those fields with what they carry and answer 201. Each request is recorded with the
+/// `watch` strings found on command lines while it was open.
+fn service(state: State, watch: &[&str]) -> (String, Arc<Mutex<State>>) {
     let l = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1");
     let url = format!("http://{}", l.local_addr().expect("address"));
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
+    let st = Arc::new(Mutex::new(state));
+    let s = st.clone();
+    let watch: Vec<String> = watch.iter().map(|w| w.to_string()).collect();
     std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            let mut r = BufReader::new(s.try_clone().expect("clone"));
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut r = BufReader::new(conn.try_clone().expect("clone"));
             let mut line = String::new();
             if r.read_line(&mut line).is_err() {
                 continue;
@@ -278,117 +330,461 @@ fn endpoint(status: &'static str, token: &'static str) -> (String, Arc<Mutex<Vec
                 .unwrap_or(0);
             let mut body = vec![0u8; len];
             let _ = r.read_exact(&mut body);
-            // curl is still running, waiting for the answer: no command line may hold the token.
-            let on_cmdline = fs::read_dir("/proc")
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
-                .any(|c| c.windows(token.len()).any(|w| w == token.as_bytes()));
-            g.lock().expect("lock").push(Request {
+            let req = Request {
                 line: line.trim_end().to_string(),
                 headers,
                 body,
-                token_on_a_command_line: on_cmdline,
-            });
+                on_a_command_line: on_command_lines(&watch),
+            };
+            let mut g = s.lock().expect("lock");
+            let mut parts = req.line.split(' ');
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let path = path
+                .strip_prefix("/api/assisted-install/v2/infra-envs/")
+                .unwrap_or("");
+            let segs: Vec<&str> = path.split('/').collect();
+            let (status, answer) = match (g.fail, method, segs.as_slice()) {
+                (Some(f), _, _) => (f, "{}".to_string()),
+                (None, "GET", [_]) => ("200 OK", g.infra_env.to_string()),
+                (None, "GET", [_, "hosts", _]) => ("200 OK", g.host.to_string()),
+                (None, "PATCH", [_]) => {
+                    let v = req.json()["ignition_config_override"].clone();
+                    g.infra_env["ignition_config_override"] = v;
+                    ("201 Created", g.infra_env.to_string())
+                }
+                (None, "PATCH", [_, "hosts", _, "ignition"]) => {
+                    let v = req.json()["config"].clone();
+                    g.host["ignition_config_overrides"] = v;
+                    ("201 Created", "{}".to_string())
+                }
+                (None, "PATCH", [_, "hosts", _, "installer-args"]) => {
+                    let v = req.json()["args"].to_string();
+                    g.host["installer_args"] = serde_json::Value::String(v);
+                    ("201 Created", g.host.to_string())
+                }
+                _ => ("404 Not Found", "{}".to_string()),
+            };
+            g.requests.push(req);
+            drop(g);
             let _ = write!(
-                s,
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
             );
         }
     });
-    (url, got)
+    (url, st)
 }
 
-fn assisted(out: &Path, args: &[&str], token: &str) -> Run {
+/// Runs `assisted.sh` with the token, sampling every process's command line for `watch` while
+/// it runs; returns its run and what was found.
+fn assisted(out: &Path, args: &[&str], token: &str, watch: &[&str]) -> (Run, Vec<String>) {
     require("curl", "curl");
-    run(Command::new("bash")
+    require("jq", "jq");
+    let watch: Vec<String> = watch.iter().map(|w| w.to_string()).collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sampler = {
+        let (stop, seen, watch) = (stop.clone(), seen.clone(), watch.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for h in on_command_lines(&watch) {
+                    let mut s = seen.lock().expect("lock");
+                    if !s.contains(&h) {
+                        s.push(h);
+                    }
+                }
+            }
+        })
+    };
+    let r = run(Command::new("bash")
         .arg(out.join("assisted.sh"))
         .args(args)
-        .env("ASSISTED_TOKEN", token))
+        .env("ASSISTED_TOKEN", token));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().expect("sampler");
+    let seen = seen.lock().expect("lock").clone();
+    (r, seen)
 }
 
-#[test]
-fn assisted_sh_sends_the_bodies_and_never_shows_the_token() {
-    const TOKEN: &str = "tok-3f9a1c-never-printed";
-    let dir = scratch("node-assisted");
-    let out = node_dir(dir.path(), Format::Shared, None);
-    let infra = "5c0ffee0-1111-2222-3333-444455556666";
-    let host = "0badcafe-aaaa-bbbb-cccc-ddddeeeeffff";
+const TOKEN: &str = "tok-3f9a1c-never-printed";
+const INFRA: &str = "5c0ffee0-1111-2222-3333-444455556666";
+const HOST: &str = "0badcafe-aaaa-bbbb-cccc-ddddeeeeffff";
 
-    let (url, got) = endpoint("201 Created", TOKEN);
-    let r = assisted(&out, &[&url, infra, host], TOKEN);
-    assert!(r.status.success(), "assisted.sh failed:\n{}", r.both());
-    assert!(
-        !r.both().contains(TOKEN),
-        "assisted.sh printed the token:\n{}",
-        r.both()
-    );
-    let reqs = got.lock().expect("lock").clone();
-    let base = format!("/api/assisted-install/v2/infra-envs/{infra}");
-    let want = [
-        (
-            format!("PATCH {base} HTTP/1.1"),
-            fs::read(out.join("discovery.patch")).expect("read"),
-        ),
-        (
-            format!("PATCH {base}/hosts/{host}/ignition HTTP/1.1"),
-            fs::read(out.join("pointer.patch")).expect("read"),
-        ),
-    ];
-    assert_eq!(reqs.len(), 3, "expected three requests: {reqs:#?}");
-    for (req, (line, body)) in reqs.iter().zip(&want) {
-        assert_eq!(&req.line, line);
-        assert_eq!(&req.body, body, "{line}: body");
+/// Checks what every request carried and that no watched string leaked.
+fn assert_clean(r: &Run, seen: &[String], reqs: &[Request], secrets: &[&str]) {
+    for s in secrets.iter().chain([&TOKEN]) {
+        assert!(
+            !r.both().contains(s),
+            "assisted.sh printed {s}:\n{}",
+            r.both()
+        );
     }
-    assert_eq!(
-        reqs[2].line,
-        format!("PATCH {base}/hosts/{host}/installer-args HTTP/1.1")
+    assert!(
+        seen.is_empty(),
+        "on a command line during the run: {seen:?}"
     );
-    let args: serde_json::Value = serde_json::from_slice(&reqs[2].body).expect("JSON");
-    assert_eq!(
-        args,
-        serde_json::json!({"args": ["--save-partlabel", "data"]})
-    );
-    for req in &reqs {
-        let h = |k: &str| {
-            req.headers
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.as_str())
-        };
+    for req in reqs {
         assert_eq!(
-            h("authorization"),
+            req.header("authorization"),
             Some(format!("Bearer {TOKEN}").as_str()),
             "{}",
             req.line
         );
-        assert_eq!(h("content-type"), Some("application/json"), "{}", req.line);
+        if req.line.starts_with("PATCH") {
+            assert_eq!(
+                req.header("content-type"),
+                Some("application/json"),
+                "{}",
+                req.line
+            );
+        }
         assert!(
-            !req.token_on_a_command_line,
-            "{}: the token was on a command line",
-            req.line
+            req.on_a_command_line.is_empty(),
+            "{}: on a command line: {:?}",
+            req.line,
+            req.on_a_command_line
+        );
+    }
+}
+
+/// The request lines of a run.
+fn lines(reqs: &[Request]) -> Vec<String> {
+    reqs.iter().map(|r| r.line.clone()).collect()
+}
+
+fn base() -> String {
+    format!("/api/assisted-install/v2/infra-envs/{INFRA}")
+}
+
+#[test]
+fn assisted_sh_with_nothing_there_sends_ours_and_never_shows_the_token() {
+    let dir = scratch("node-assisted");
+    let out = node_dir(dir.path(), Format::Shared, None);
+    let (url, st) = service(
+        State {
+            infra_env: serde_json::json!({"id": INFRA}),
+            host: serde_json::json!({"id": HOST, "installer_args": ""}),
+            ..State::default()
+        },
+        &[TOKEN],
+    );
+    let (r, seen) = assisted(&out, &[&url, INFRA, HOST], TOKEN, &[TOKEN]);
+    assert!(r.status.success(), "assisted.sh failed:\n{}", r.both());
+    let reqs = st.lock().expect("lock").requests.clone();
+    assert_clean(&r, &seen, &reqs, &[]);
+    let b = base();
+    assert_eq!(
+        lines(&reqs),
+        [
+            format!("GET {b} HTTP/1.1"),
+            format!("PATCH {b} HTTP/1.1"),
+            format!("GET {b}/hosts/{HOST} HTTP/1.1"),
+            format!("PATCH {b}/hosts/{HOST}/ignition HTTP/1.1"),
+            format!("PATCH {b}/hosts/{HOST}/installer-args HTTP/1.1"),
+        ]
+    );
+    // With nothing there, the bodies are the files beside it, as before.
+    let file =
+        |n: &str| -> serde_json::Value { serde_json::from_str(&read(&out.join(n))).expect("JSON") };
+    assert_eq!(reqs[1].json(), file("discovery.patch"));
+    assert_eq!(reqs[3].json(), file("pointer.patch"));
+    assert_eq!(
+        reqs[4].json(),
+        serde_json::json!({"args": file("installer-args.json")})
+    );
+    for (i, ign) in [(1, "ignition_config_override"), (3, "config")] {
+        assert_valid_ignition(
+            reqs[i].json()[ign].as_str().expect("a string"),
+            &reqs[i].line,
+            dir.path(),
         );
     }
 
     // Without a host: the infra-env only. A refusal: an error naming the call, no token.
-    let (url, got) = endpoint("201 Created", TOKEN);
-    assisted(&out, &[&url, infra], TOKEN).success();
-    assert_eq!(got.lock().expect("lock").len(), 1);
-    let (url, _) = endpoint("400 Bad Request", TOKEN);
-    let r = assisted(&out, &[&url, infra], TOKEN);
+    let (url, st) = service(State::default(), &[TOKEN]);
+    let (r, _) = assisted(&out, &[&url, INFRA], TOKEN, &[]);
+    assert!(r.status.success(), "{}", r.both());
+    assert_eq!(st.lock().expect("lock").requests.len(), 2);
+    let (url, _) = service(
+        State {
+            fail: Some("400 Bad Request"),
+            ..State::default()
+        },
+        &[],
+    );
+    let (r, _) = assisted(&out, &[&url, INFRA], TOKEN, &[]);
     assert_eq!(r.status.code(), Some(2), "{}", r.both());
     assert!(
-        r.stderr.contains("HTTP 400") && !r.both().contains(TOKEN),
+        r.stderr.contains("GET") && r.stderr.contains("HTTP 400") && !r.both().contains(TOKEN),
         "{}",
         r.both()
     );
-    let r = assisted(&out, &[&url, "not-a-uuid"], TOKEN);
+    let (r, _) = assisted(&out, &[&url, "not-a-uuid"], TOKEN, &[]);
     assert!(
         !r.status.success() && r.stderr.contains("INFRA_ENV_ID"),
         "{}",
         r.both()
     );
+}
+
+/// prestage's own merge (`--into` uses it) of `existing` with our override of `stage`.
+fn rust_merge(existing: &str, stage: Stage) -> Option<prestage::node::json::Json> {
+    let ours = NodeSet::new("data")
+        .expect("label")
+        .ignition_config(Format::Shared, stage)
+        .expect("override");
+    match prestage::node::merge::merge_ignition(existing, &ours).expect("merge") {
+        prestage::node::merge::Merged::Changed(j) => Some(j),
+        prestage::node::merge::Merged::Unchanged => None,
+    }
+}
+
+/// The Ignition config a PATCH body carries as a string under `key`.
+fn carried(req: &Request, key: &str) -> prestage::node::json::Json {
+    prestage::node::json::Json::parse(req.json()[key].as_str().expect("a string")).expect("JSON")
+}
+
+const CHRONY_31: &str = r#"{"ignition":{"version":"3.1.0"},"passwd":{"users":[{"name":"core","passwordHash":"$6$SECRET-HASH-7f3c"}]},"storage":{"files":[{"path":"/etc/chrony.d/10-site.conf","mode":420,"overwrite":true,"contents":{"source":"data:,server%20ntp1.example.com%20iburst%0A"}}]}}"#;
+const CA_32: &str = r#"{"ignition":{"version":"3.2.0"},"storage":{"files":[{"path":"/etc/pki/ca-trust/source/anchors/site.pem","mode":420,"contents":{"source":"data:,SECRET-CA-91d2"}}]},"systemd":{"units":[{"name":"site-tune.service","enabled":true,"contents":"[Service]\nType=oneshot\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n"}]}}"#;
+
+#[test]
+fn assisted_sh_merges_into_what_the_service_holds() {
+    let dir = scratch("node-assisted-merge");
+    let out = node_dir(dir.path(), Format::Shared, None);
+    let secrets = ["SECRET-HASH-7f3c", "SECRET-CA-91d2"];
+    let mut watch = vec![TOKEN];
+    watch.extend(secrets);
+    let (url, st) = service(
+        State {
+            infra_env: serde_json::json!({"id": INFRA, "ignition_config_override": CHRONY_31}),
+            host: serde_json::json!({
+                "id": HOST,
+                "ignition_config_overrides": CA_32,
+                "installer_args": "[\"--append-karg\",\"ip=dhcp\",\"--save-partindex\",\"1\"]",
+            }),
+            ..State::default()
+        },
+        &watch,
+    );
+    let (r, seen) = assisted(&out, &[&url, INFRA, HOST], TOKEN, &watch);
+    assert!(r.status.success(), "assisted.sh failed:\n{}", r.both());
+    let reqs = st.lock().expect("lock").requests.clone();
+    assert_clean(&r, &seen, &reqs, &secrets);
+    assert_eq!(reqs.len(), 5, "{:#?}", lines(&reqs));
+    assert!(
+        r.stderr.contains("--save-partindex") && r.stderr.contains("kept"),
+        "the kept --save-partindex is not explained:\n{}",
+        r.stderr
+    );
+    // Both the old and ours, exactly as prestage's own merge (the one --into uses) makes them.
+    let infra = carried(&reqs[1], "ignition_config_override");
+    let want = rust_merge(CHRONY_31, Stage::Discovery).expect("a change");
+    assert!(
+        infra.same(&want),
+        "jq and prestage merge differently:\n{}\n{}",
+        infra.to_compact(),
+        want.to_compact()
+    );
+    assert_eq!(
+        infra
+            .get("ignition")
+            .and_then(|i| i.get("version"))
+            .and_then(|v| v.as_str()),
+        Some("3.1.0")
+    );
+    let host = carried(&reqs[3], "config");
+    assert!(
+        host.same(&rust_merge(CA_32, Stage::Install).expect("a change")),
+        "{}",
+        host.to_compact()
+    );
+    for (text, what) in [
+        (infra.to_compact(), "infra-env"),
+        (host.to_compact(), "host"),
+    ] {
+        assert_ignition_validate_accepts(&text, what, dir.path());
+    }
+    assert!(infra.to_compact().contains("/etc/chrony.d/10-site.conf"));
+    assert!(
+        host.to_compact().contains("site-tune.service")
+            && host.to_compact().contains("/etc/pki/ca-trust")
+    );
+    assert_eq!(
+        reqs[4].json(),
+        serde_json::json!({"args": ["--append-karg", "ip=dhcp", "--save-partindex", "1", "--save-partlabel", "data"]})
+    );
+
+    // Again, against what the service now holds: nothing to send.
+    st.lock().expect("lock").requests.clear();
+    let (r, seen) = assisted(&out, &[&url, INFRA, HOST], TOKEN, &watch);
+    assert!(r.status.success(), "{}", r.both());
+    let reqs = st.lock().expect("lock").requests.clone();
+    assert_clean(&r, &seen, &reqs, &secrets);
+    assert!(
+        reqs.iter().all(|q| q.line.starts_with("GET ")),
+        "a second run sent {:#?}",
+        lines(&reqs)
+    );
+    assert_eq!(r.stderr.matches("unchanged").count(), 3, "{}", r.stderr);
+}
+
+#[test]
+fn assisted_sh_and_prestage_merge_alike_and_refuse_alike() {
+    let dir = scratch("node-assisted-cases");
+    let out = node_dir(dir.path(), Format::Shared, None);
+    // An override an older prestage (another label and payload) merged before.
+    let old = NodeSet::new("old")
+        .expect("label")
+        .ignition_config(Format::Ztp, Stage::Discovery)
+        .expect("override");
+    let with_old = match prestage::node::merge::merge_ignition(CHRONY_31, &old).expect("merge") {
+        prestage::node::merge::Merged::Changed(j) => j.to_compact(),
+        _ => panic!("no change"),
+    };
+    // Ours already there, its keys in another order.
+    let ours_reordered = {
+        let mut v: serde_json::Value = serde_json::from_str(
+            &rust_merge(CHRONY_31, Stage::Discovery)
+                .expect("merge")
+                .to_compact(),
+        )
+        .expect("JSON");
+        let f = v["storage"]["files"][1].take();
+        let mut rev = serde_json::Map::new();
+        for k in ["contents", "overwrite", "mode", "path"] {
+            rev.insert(k.to_string(), f[k].clone());
+        }
+        v["storage"]["files"][1] = serde_json::Value::Object(rev);
+        v.to_string()
+    };
+    for (what, existing) in [
+        ("an older prestage entry", with_old.as_str()),
+        ("ours reordered", &ours_reordered),
+    ] {
+        let (url, st) = service(
+            State {
+                infra_env: serde_json::json!({"ignition_config_override": existing}),
+                ..State::default()
+            },
+            &[],
+        );
+        let (r, _) = assisted(&out, &[&url, INFRA], TOKEN, &[]);
+        assert!(r.status.success(), "{what}: {}", r.both());
+        let reqs = st.lock().expect("lock").requests.clone();
+        match rust_merge(existing, Stage::Discovery) {
+            Some(want) => {
+                assert_eq!(reqs.len(), 2, "{what}: {:#?}", lines(&reqs));
+                let got = carried(&reqs[1], "ignition_config_override");
+                assert!(got.same(&want), "{what}: jq and prestage merge differently");
+            }
+            None => assert_eq!(
+                reqs.len(),
+                1,
+                "{what}: prestage changes nothing, assisted.sh sent {:#?}",
+                lines(&reqs)
+            ),
+        }
+        note!("{what}: {}", r.stderr.lines().last().unwrap_or_default());
+    }
+
+    // Refusals: exit 2, one message naming the field and the problem (never the contents), and
+    // nothing sent; prestage's merge refuses the same overrides.
+    let clash = r#"{"ignition":{"version":"3.2.0"},"storage":{"files":[{"path":"/usr/local/bin/extract-ai.sh","contents":{"source":"data:,SECRET-X"}}]}}"#;
+    for (existing, want) in [
+        (
+            clash,
+            vec![
+                "storage.files[0] (/usr/local/bin/extract-ai.sh)",
+                "prestage's loader (storage.files, /usr/local/bin/extract-ai.sh)",
+            ],
+        ),
+        (r#"{"ignition": SECRET-X"#, vec!["not JSON"]),
+        (
+            r#"{"ignition":{"version":"3.4.0"},"x":"SECRET-X"}"#,
+            vec![
+                "ignition.version 3.4.0",
+                "Assisted Service takes 3.1.0 and 3.2.0",
+            ],
+        ),
+        (
+            r#"{"ignition":{"version":"2.2.0"}}"#,
+            vec!["not Ignition 3.x"],
+        ),
+    ] {
+        let (url, st) = service(
+            State {
+                infra_env: serde_json::json!({"ignition_config_override": existing}),
+                ..State::default()
+            },
+            &[],
+        );
+        let (r, _) = assisted(&out, &[&url, INFRA], TOKEN, &[]);
+        assert_eq!(r.status.code(), Some(2), "{existing}: {}", r.both());
+        for w in want
+            .iter()
+            .chain([&"the infra-env's ignition_config_override"])
+        {
+            assert!(r.stderr.contains(w), "{existing}: no {w:?} in {}", r.stderr);
+        }
+        assert!(!r.both().contains("SECRET-X"), "{}", r.both());
+        assert_eq!(
+            st.lock().expect("lock").requests.len(),
+            1,
+            "{existing}: something was sent"
+        );
+        let ours = NodeSet::new("data")
+            .expect("label")
+            .ignition_config(Format::Shared, Stage::Discovery)
+            .expect("override");
+        assert!(
+            prestage::node::merge::merge_ignition(existing, &ours).is_err(),
+            "prestage accepts {existing}"
+        );
+        note!("refused: {}", r.stderr.lines().last().unwrap_or_default());
+    }
+    let (url, st) = service(
+        State {
+            host: serde_json::json!({"installer_args": "{\"append-karg\":\"x\"}"}),
+            ..State::default()
+        },
+        &[],
+    );
+    let (r, _) = assisted(&out, &[&url, INFRA, HOST], TOKEN, &[]);
+    assert_eq!(r.status.code(), Some(2), "{}", r.both());
+    assert!(
+        r.stderr
+            .contains("the host's installer_args: not a JSON list of strings"),
+        "{}",
+        r.stderr
+    );
+    assert!(st
+        .lock()
+        .expect("lock")
+        .requests
+        .iter()
+        .all(|q| !q.line.contains("/hosts/") || q.line.starts_with("GET")));
+}
+
+#[test]
+fn assisted_sh_says_when_jq_is_missing() {
+    let dir = scratch("node-assisted-nojq");
+    let out = node_dir(dir.path(), Format::Shared, None);
+    // A PATH with everything the script runs but jq.
+    let bin = dir.path().join("bin");
+    fs::create_dir_all(&bin).expect("mkdir");
+    for t in [
+        "bash", "curl", "dirname", "mktemp", "rm", "cat", "sed", "head",
+    ] {
+        std::os::unix::fs::symlink(require(t, "coreutils"), bin.join(t)).expect("symlink");
+    }
+    let r = run(Command::new(bin.join("bash"))
+        .arg(out.join("assisted.sh"))
+        .args(["http://127.0.0.1:9", INFRA])
+        .env("PATH", &bin)
+        .env("ASSISTED_TOKEN", TOKEN));
+    assert_eq!(r.status.code(), Some(2), "{}", r.both());
+    assert!(r.stderr.contains("jq is not installed"), "{}", r.stderr);
 }
 
 #[test]

@@ -414,3 +414,65 @@ fn a_failed_umount_leaves_the_partition_in_place() {
     // Every file still there with its bytes, and nothing added (the scratch directory is gone).
     common::verify_ok(&copy);
 }
+
+#[test]
+fn a_failed_copy_quotes_skopeos_error_not_its_first_lines() {
+    let b = built();
+    let node = Node::new(&b.shared, true);
+    let skopeo = common::require("skopeo", "skopeo");
+    // skopeo as it fails: informational lines first (far more than 300 bytes), the error last;
+    // everything else goes to the real skopeo.
+    node.shim(
+        "skopeo",
+        &format!(
+            "if [ \"$1\" = copy ]; then\n\
+             for i in 1 2 3 4 5 6; do\n\
+             printf 'time=\"2026-01-01T00:00:00Z\" level=info msg=\"Getting image source signatures, part %s of a long informational line that fills the first bytes\"\\n' \"$i\" >&2\n\
+             done\n\
+             echo 'Error: writing blob: adding layer with blob \"sha256:0123\": no space left on device' >&2\n\
+             exit 1\n\
+             fi\n\
+             exec {} \"$@\"",
+            skopeo.display()
+        ),
+    );
+    let loader = install_loader(&node, &beside(&b.shared, ".node"), "install");
+    let r = node.sh(&format!(
+        "exec timeout 900 {} --retries 1",
+        loader.display()
+    ));
+    assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
+    let failed: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains(": copy failed (attempt 1): "))
+        .collect();
+    assert!(
+        !failed.is_empty(),
+        "no copy failure reported:\n{}",
+        r.stderr
+    );
+    for l in failed {
+        let quoted = l
+            .split_once(": copy failed (attempt 1): ")
+            .expect("split")
+            .1;
+        assert!(
+            quoted.ends_with("no space left on device"),
+            "the journal line does not quote skopeo's error: {l}"
+        );
+        assert!(
+            quoted.len() <= 403,
+            "not bounded ({} bytes): {l}",
+            quoted.len()
+        );
+        assert!(!quoted.contains('\n'));
+    }
+    note!(
+        "{}",
+        r.stderr
+            .lines()
+            .find(|l| l.contains("copy failed"))
+            .unwrap_or_default()
+    );
+}

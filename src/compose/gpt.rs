@@ -113,8 +113,11 @@ pub fn table_writes(layout: &Layout, guids: &Guids) -> Result<Vec<(u64, Vec<u8>)
 }
 
 /// A partition found in an image's GPT.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
+    /// Partition number: its entry in the GPT, from 1 (what `--save-partindex` and
+    /// `/dev/sdaN` count).
+    pub number: u32,
     /// GPT partition name.
     pub label: String,
     /// Byte offset in the disk.
@@ -188,7 +191,7 @@ pub fn read(dev: &dyn ReadAt) -> Result<(u64, Vec<Found>)> {
         }
         let mut found = Vec::new();
         let mut ranges: Vec<(u64, u64)> = Vec::new();
-        for (_, p) in primary.iter() {
+        for (number, p) in primary.iter() {
             if p.is_unused() {
                 continue;
             }
@@ -212,6 +215,7 @@ pub fn read(dev: &dyn ReadAt) -> Result<(u64, Vec<Found>)> {
             }
             ranges.push((p.starting_lba, p.ending_lba));
             found.push(Found {
+                number,
                 label: p.partition_name.as_str().to_string(),
                 offset: p.starting_lba * ss,
                 size: (p.ending_lba - p.starting_lba + 1) * ss,

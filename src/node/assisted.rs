@@ -1,6 +1,7 @@
-//! What Assisted Service and GitOps ZTP take: the request bodies that set the two Ignition
-//! overrides and the installer arguments, a small script that sends them with curl, and the
-//! SiteConfig snippet carrying the same three values.
+//! What Assisted Service's REST API takes: the request bodies that set the two Ignition
+//! overrides and the installer arguments, and a small script that merges them into what the
+//! service already holds and sends them with curl. (GitOps ZTP's files are in
+//! [`super::gitops`].)
 //!
 //! - `discovery.patch`: `{"ignition_config_override": "<discovery override>"}` for
 //!   `PATCH /api/assisted-install/v2/infra-envs/{infra_env_id}`;
@@ -9,11 +10,8 @@
 //! - `installer-args.json`: `["--save-partlabel","<label>"]`, so coreos-installer keeps the
 //!   data partition when it writes RHCOS (sent as `{"args": [...]}` to
 //!   `.../hosts/{host_id}/installer-args`);
-//! - `assisted.sh`: applies them (service URL, infra-env id, host id; token from the
-//!   environment, never printed);
-//! - `siteconfig.yaml`: `clusters[].ignitionConfigOverride`, `nodes[].ignitionConfigOverride`
-//!   and `nodes[].installerArgs` of a `ran.openshift.io/v1` SiteConfig, each a string as the
-//!   SiteConfig fields are.
+//! - `assisted.sh`: merges them into what the service holds and applies them (service URL,
+//!   infra-env id, host id; token from the environment, never printed; see the script's header).
 //!
 //! Everything is serialized with serde from typed values; the Ignition strings are the compact
 //! JSON of [`super::ignition::Config`].
@@ -71,65 +69,6 @@ pub fn script(label: &str) -> String {
     SCRIPT.replace("@LABEL@", label)
 }
 
-/// The SiteConfig snippet: `spec.clusters[0]` and its `nodes[0]` with the three fields only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SiteConfigSnippet {
-    /// `spec`.
-    pub spec: SiteSpec,
-}
-
-/// `spec`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SiteSpec {
-    /// `spec.clusters`.
-    pub clusters: Vec<SiteCluster>,
-}
-
-/// `spec.clusters[]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct SiteCluster {
-    /// The discovery override (it goes onto the cluster's InfraEnv).
-    pub ignition_config_override: String,
-    /// `nodes`.
-    pub nodes: Vec<SiteNode>,
-}
-
-/// `spec.clusters[].nodes[]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct SiteNode {
-    /// coreos-installer arguments, a JSON array as a string.
-    pub installer_args: String,
-    /// The install-stage override.
-    pub ignition_config_override: String,
-}
-
-/// `siteconfig.yaml`.
-pub fn siteconfig(discovery: &str, install: &str, label: &str, what: &str) -> Result<String> {
-    let snippet = SiteConfigSnippet {
-        spec: SiteSpec {
-            clusters: vec![SiteCluster {
-                ignition_config_override: discovery.to_string(),
-                nodes: vec![SiteNode {
-                    installer_args: serde_json::to_string(&installer_args(label))
-                        .context("serializing the installer arguments")?,
-                    ignition_config_override: install.to_string(),
-                }],
-            }],
-        },
-    };
-    let body = serde_yaml_ng::to_string(&snippet).context("serializing siteconfig.yaml")?;
-    Ok(format!(
-        "# GitOps ZTP: the pre-staging settings of {what}, for a SiteConfig\n\
-         # (ran.openshift.io/v1). Set these three keys in your cluster and in each of its nodes\n\
-         # (beside clusterName, hostName, ...); an existing ignitionConfigOverride has to be\n\
-         # merged by hand (both are Ignition 3.2.0 JSON).\n{body}"
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,15 +79,5 @@ mod tests {
         assert_eq!(d.1, b"{\"ignition_config_override\":\"{\\\"d\\\":1}\"}\n");
         assert_eq!(p.1, b"{\"config\":\"{\\\"i\\\":2}\"}\n");
         assert_eq!(a.1, b"[\"--save-partlabel\",\"data\"]\n");
-    }
-
-    #[test]
-    fn siteconfig_round_trips() {
-        let y = siteconfig("{\"d\":1}", "{\"i\":2}", "data", "x").unwrap();
-        let s: SiteConfigSnippet = serde_yaml_ng::from_str(&y).unwrap();
-        let c = &s.spec.clusters[0];
-        assert_eq!(c.ignition_config_override, "{\"d\":1}");
-        assert_eq!(c.nodes[0].ignition_config_override, "{\"i\":2}");
-        assert_eq!(c.nodes[0].installer_args, "[\"--save-partlabel\",\"data\"]");
     }
 }

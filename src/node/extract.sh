@@ -32,6 +32,16 @@ RETRIES=3
 START=${SECONDS}
 
 log() { printf '%s: %s\n' "${PROG}" "$*" >&2; }
+
+# The last two lines of an error output, on one line and at most 400 characters: skopeo prints
+# informational lines first and the error last.
+err_tail() {
+    local t
+    t=$(tail -n 2 -- "$1" 2>/dev/null | tr -s '\r\n\t' '   ')
+    t=${t% }
+    [ "${#t}" -le 400 ] || t=...${t: -400}
+    printf '%s' "${t}"
+}
 die() { log "FAIL: $*"; exit 2; }
 
 usage() {
@@ -61,7 +71,7 @@ else
 fi
 [[ ${RETRIES} =~ ^[0-9]{1,3}$ && ${RETRIES} -ge 1 ]] || die "--retries: $(printf '%q' "${RETRIES}") is not a number from 1"
 
-for tool in skopeo findmnt mount umount mktemp readlink sha256sum seq cut head cat @TOOLS@; do
+for tool in skopeo findmnt mount umount mktemp readlink sha256sum seq cut head tail tr cat @TOOLS@; do
     command -v "${tool}" >/dev/null 2>&1 || die "${tool} is not installed"
 done
 
@@ -220,7 +230,7 @@ load_one() {
                 ;;
         esac
         if ! copy_to "${src}" "${ref}" 2>"${err}"; then
-            log "${ref}: copy failed (attempt ${attempt}): $(head -c 300 "${err}")"
+            log "${ref}: copy failed (attempt ${attempt}): $(err_tail "${err}")"
             continue
         fi
         got=$(stored_digest "${ref}")
@@ -229,7 +239,7 @@ load_one() {
             continue
         fi
         if [ -n "${tag}" ] && ! copy_to "${src}" "${ref%@*}:${tag}" 2>"${err}"; then
-            log "${ref}: cannot store the tag ${tag} (attempt ${attempt}): $(head -c 300 "${err}")"
+            log "${ref}: cannot store the tag ${tag} (attempt ${attempt}): $(err_tail "${err}")"
             continue
         fi
         [ "${FORMAT}" = ztp ] && rm -rf -- "${src}"

@@ -78,6 +78,13 @@ pub fn unit(stage: Stage, format: Format, label: &str) -> String {
     )
 }
 
+/// Whether `contents` is a unit file prestage wrote (any version, format, stage or label): what an
+/// Ignition merge may replace instead of refusing as the user's own unit.
+pub fn is_prestage_unit(contents: &str) -> bool {
+    contents.starts_with("[Unit]\nDescription=Load the pre-staged ")
+        && contents.contains("\nDocumentation=file:///usr/local/bin/extract-")
+}
+
 /// An Ignition config, the parts the overrides use (spec 3.2.0 field names).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -215,6 +222,12 @@ mod tests {
             assert!(u.contains(&format!("disable {}\n", unit_name(s))));
         }
         assert!(unit(Stage::Discovery, Format::Shared, "data").contains("Before=agent.service\n"));
+        for f in Format::ALL {
+            for s in Stage::ALL {
+                assert!(is_prestage_unit(&unit(s, f, "lab-1")));
+            }
+        }
+        assert!(!is_prestage_unit("[Unit]\nDescription=mine\n"));
         assert!(unit(Stage::Install, Format::Shared, "data")
             .contains("Before=machine-config-daemon-pull.service nodeip-configuration.service\n"));
     }

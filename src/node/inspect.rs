@@ -28,6 +28,8 @@ pub struct Found {
     pub image_format: ImageFormat,
     /// Disk size in bytes.
     pub disk_size: u64,
+    /// Every partition of the image's GPT.
+    pub partitions: Vec<gpt::Found>,
 }
 
 /// The payload format the manifest `m` describes, if it describes a payload.
@@ -112,6 +114,7 @@ pub fn inspect(image: &Path, label: Option<&str>) -> Result<Found> {
                 format,
                 image_format,
                 disk_size: dev.size(),
+                partitions: parts,
             })
         }
         0 => bail!(

@@ -28,6 +28,17 @@ pub fn check_label(label: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether `bytes` are a loader prestage wrote (any version, format, stage or label): what an
+/// Ignition merge may replace instead of refusing as the user's own file.
+pub fn is_prestage_loader(bytes: &[u8]) -> bool {
+    let head = &bytes[..bytes.len().min(512)];
+    head.starts_with(b"#!/bin/bash\n# extract-")
+        && head.windows(MARK.len()).any(|w| w == MARK.as_bytes())
+}
+
+/// Words of the template's header that only prestage's loaders carry.
+const MARK: &str = "Written by prestage for\n# the `";
+
 /// The loader's file name (`extract-ai.sh`, `extract-ocp.sh`).
 pub fn file_name(stage: Stage) -> String {
     format!("extract-{}.sh", stage.short())
@@ -111,6 +122,16 @@ mod tests {
         for bad in ["", "a b", "$(id)", "x'y", &"a".repeat(37)] {
             assert!(check_label(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn loaders_are_recognised() {
+        for f in Format::ALL {
+            for s in Stage::ALL {
+                assert!(is_prestage_loader(script(f, s, "data").unwrap().as_bytes()));
+            }
+        }
+        assert!(!is_prestage_loader(b"#!/bin/bash\n# extract-ai.sh: mine\n"));
     }
 
     #[test]

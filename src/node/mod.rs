@@ -9,20 +9,28 @@
 //! | `extract-ai.sh`, `extract-ocp.sh` | the loaders (also on the partition, and inside the overrides) |
 //! | `precache-images.service`, `precache-ocp-images.service` | their units ([`ignition`]) |
 //! | `discovery.ign`, `install.ign` | the Ignition 3.2.0 overrides of the two stages |
-//! | `discovery.patch`, `pointer.patch`, `installer-args.json`, `assisted.sh` | for Assisted Service ([`assisted`]) |
-//! | `siteconfig.yaml` | the same for a GitOps ZTP SiteConfig |
+//! | `discovery.patch`, `pointer.patch`, `installer-args.json`, `assisted.sh` | for Assisted Service's REST API ([`assisted`]) |
+//! | `clusterinstance.yaml`, `siteconfig.yaml` | the same for GitOps ZTP: a ClusterInstance, a SiteConfig ([`gitops`]) |
 //! | `kcli-profile.yml`, `libvirt.sh` | qcow2 images only: the image as a lab VM's disk ([`lab`]) |
 //! | `README.txt`, `.prestage-node` | what the directory holds; the marker that lets prestage replace it |
 //!
 //! `prestage node IMAGE` regenerates the directory for an image already built ([`inspect`]
-//! reads its format and label back from the image).
+//! reads its format and label back from the image); `prestage node IMAGE --into FILE` merges the
+//! GitOps settings into a user's ClusterInstance or SiteConfig instead ([`gitops::merge_into`],
+//! with [`merge`]'s rules and [`yamledit`]'s in-place edits). Cluster manifests a payload needs
+//! are handed over in [`manifests`].
 
 pub mod assisted;
 pub mod cli;
+pub mod gitops;
 pub mod ignition;
 pub mod inspect;
+pub mod json;
 pub mod lab;
 pub mod loader;
+pub mod manifests;
+pub mod merge;
+pub mod yamledit;
 
 use std::path::{Path, PathBuf};
 
@@ -88,16 +96,37 @@ impl NodeSet {
         Ok(v)
     }
 
-    /// The Ignition override of `stage`, as the compact JSON string the API bodies carry.
-    pub fn ignition(&self, format: Format, stage: Stage) -> Result<String> {
+    /// The Ignition override of `stage`.
+    pub fn ignition_config(&self, format: Format, stage: Stage) -> Result<ignition::Config> {
         let script = loader::script(format, stage, &self.label)?;
-        serde_json::to_string(&ignition::config(
+        Ok(ignition::config(
             stage,
             format,
             &self.label,
             script.as_bytes(),
         ))
-        .context("serializing an Ignition override")
+    }
+
+    /// The Ignition override of `stage`, as the compact JSON string the API bodies carry.
+    pub fn ignition(&self, format: Format, stage: Stage) -> Result<String> {
+        serde_json::to_string(&self.ignition_config(format, stage)?)
+            .context("serializing an Ignition override")
+    }
+
+    /// What GitOps ZTP files carry for `format`; `partitions`: the image's partition table,
+    /// when known.
+    pub fn gitops(
+        &self,
+        format: Format,
+        partitions: Option<Vec<crate::compose::gpt::Found>>,
+    ) -> Result<gitops::Settings> {
+        Ok(gitops::Settings {
+            label: self.label.clone(),
+            discovery: self.ignition_config(format, Stage::Discovery)?,
+            install: self.ignition_config(format, Stage::Install)?,
+            manifests: manifests::for_format(format, &self.label),
+            partitions,
+        })
     }
 
     /// The files of `OUT.node/`: (name, mode, bytes).
@@ -118,6 +147,25 @@ impl NodeSet {
                 self.label
             ),
         };
+        let image_arg = self.image.as_ref().map_or_else(
+            || "IMAGE".to_string(),
+            |i| {
+                let n = i
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                if !n.is_empty()
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b))
+                {
+                    n
+                } else {
+                    "IMAGE".to_string()
+                }
+            },
+        );
+        let settings = self.gitops(format, None)?;
         let mut v = vec![(MARKER.to_string(), 0o644, b"prestage node files\n".to_vec())];
         for stage in Stage::ALL {
             v.push((
@@ -152,9 +200,14 @@ impl NodeSet {
             assisted::script(&self.label).into_bytes(),
         ));
         v.push((
+            "clusterinstance.yaml".to_string(),
+            0o644,
+            gitops::clusterinstance(&settings, &what, &image_arg)?.into_bytes(),
+        ));
+        v.push((
             "siteconfig.yaml".to_string(),
             0o644,
-            assisted::siteconfig(&discovery, &install, &self.label, &what)?.into_bytes(),
+            gitops::siteconfig(&settings, &what, &image_arg)?.into_bytes(),
         ));
         let mut lab = false;
         if let Some(i) = self
@@ -218,6 +271,22 @@ pub fn regenerate(
     Ok((found, dir))
 }
 
+/// `prestage node IMAGE --into FILE`: merges the GitOps ZTP settings of the image prestage built
+/// at `image` into the user's ClusterInstance or SiteConfig `file` (see [`gitops::merge_into`]).
+/// It only reads the image, through one open file (a build renames a whole, verified image into
+/// place), so it takes no lock: several merges from one image may run at once.
+pub fn into(
+    image: &Path,
+    file: &Path,
+    label: Option<&str>,
+) -> Result<(inspect::Found, gitops::Summary)> {
+    let found = inspect::inspect(image, label)?;
+    let settings =
+        NodeSet::new(&found.label)?.gitops(found.format, Some(found.partitions.clone()))?;
+    let summary = gitops::merge_into(file, &settings)?;
+    Ok((found, summary))
+}
+
 /// `README.txt` of `OUT.node/`.
 fn readme(what: &str, lab: bool) -> String {
     let mut rows = vec![
@@ -228,8 +297,10 @@ fn readme(what: &str, lab: bool) -> String {
         ("discovery.patch", "body of PATCH /api/assisted-install/v2/infra-envs/{infra_env_id}"),
         ("pointer.patch", "body of PATCH .../infra-envs/{infra_env_id}/hosts/{host_id}/ignition"),
         ("installer-args.json", "coreos-installer arguments that keep the partition"),
-        ("assisted.sh URL INFRA_ENV [HOST]", "sends the three to Assisted Service (token in ASSISTED_TOKEN)"),
-        ("siteconfig.yaml", "the same three for a GitOps ZTP SiteConfig"),
+        ("assisted.sh URL INFRA_ENV [HOST]", "merges the three into what Assisted Service holds (REST API; needs curl and jq; token in ASSISTED_TOKEN)"),
+        ("clusterinstance.yaml", "the same three for GitOps ZTP with the SiteConfig operator (ClusterInstance, RHACM 2.12+)"),
+        ("siteconfig.yaml", "the same three for GitOps ZTP with the old SiteConfig generator (ztp-site-generate 4.20 and earlier)"),
+        ("prestage node IMAGE --into FILE", "merges them into your ClusterInstance or SiteConfig, keeping its own overrides and installerArgs"),
     ];
     if lab {
         rows.push((

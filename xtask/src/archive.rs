@@ -5,8 +5,9 @@
 //! distribution storage tree's `repositories/` links first, then every blob (manifests
 //! included) as `docker/registry/v2/blobs/sha256/<2 hex>/<hex>/data`, a new tar when the next
 //! file would take the current one past the segment size (a blob never split), and the
-//! ImageSetConfiguration as `isc_<time>` last. Members are ustar with the prefix field, as Go's
-//! `archive/tar` writes these names. The images are additional images given by digest (cached
+//! ImageSetConfiguration as `isc_<time>` last. Names longer than a tar header holds go in GNU
+//! long-name entries (Go's `archive/tar`, which oc-mirror uses, writes PAX records there;
+//! prestage reads both). The images are additional images given by digest (cached
 //! under their path without the registry host, tagged `sha256-<hex>`).
 
 use std::collections::BTreeSet;
@@ -69,15 +70,13 @@ impl Writer {
     }
 
     fn add(&mut self, name: &str, len: u64, data: impl std::io::Read) -> Result<()> {
-        let mut h = tar::Header::new_ustar();
-        h.set_path(name).with_context(|| format!("member {name}"))?;
+        let mut h = tar::Header::new_gnu();
         h.set_size(len);
         h.set_mode(0o644);
         h.set_mtime(1_700_000_000);
         h.set_entry_type(tar::EntryType::Regular);
-        h.set_cksum();
         self.tar(len)?
-            .append(&h, data)
+            .append_data(&mut h, name, data)
             .with_context(|| format!("writing member {name}"))
     }
 }

@@ -42,6 +42,7 @@ pub const CI: Needs = &[
     ("systemd-analyze", "systemd"),
     ("shellcheck", "shellcheck"),
     ("curl", "curl"),
+    ("jq", "jq"),
     ("virt-install", "virtinst"),
     ("virsh", "libvirt-clients"),
     ("losetup", "mount"),

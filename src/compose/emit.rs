@@ -65,6 +65,11 @@ pub trait ImageWriter {
     /// Writes out everything the writer holds (a qcow2's tables) into the file. Making the file
     /// durable (`sync_all`) is the caller's step, so it can overlap with verification.
     fn finish(&mut self) -> Result<()>;
+    /// A second writer of the same image for writing in parallel (each write lands where it
+    /// says, whatever the order), when the format allows it.
+    fn another(&self) -> Result<Option<Box<dyn ImageWriter + Send>>> {
+        Ok(None)
+    }
 }
 
 /// Alignment of memory, offsets and lengths for writes around the page cache.
@@ -170,6 +175,14 @@ impl ImageWriter for RawWriter {
     fn finish(&mut self) -> Result<()> {
         // Every write went straight to the file.
         Ok(())
+    }
+    fn another(&self) -> Result<Option<Box<dyn ImageWriter + Send>>> {
+        let clone = |f: &File| f.try_clone().context("duplicating the image's file handle");
+        Ok(Some(Box::new(RawWriter {
+            file: clone(&self.file)?,
+            direct: self.direct.as_ref().map(clone).transpose()?,
+            size: self.size,
+        })))
     }
 }
 

@@ -79,6 +79,8 @@ pub(crate) struct Written {
 const OWN_RANGE_MIN: u64 = 1 << 20;
 /// Chunks in flight per consumer.
 const DEPTH: usize = 4;
+/// Threads reading ahead, each a chunk at a time: the disk sees this many reads at once.
+const FETCHERS: usize = 2;
 
 /// What a piece of the image is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -590,57 +592,27 @@ fn range_bytes(r: &MapRange, size: u64) -> (u64, u64) {
     (start, end)
 }
 
-/// Streams the bytes of `src` (exactly `size` of them) as owned chunks.
-fn read_source(
-    src: &Source,
-    size: u64,
-    pool: &Pool,
-    sink: &mut dyn FnMut(Arc<Buf>, Range<usize>) -> Result<()>,
-) -> Result<()> {
+/// A file source opened for reading chunks: its file, and the same file around the page
+/// cache when the filesystem allows it (the disk puts the bytes straight into the buffer, with
+/// no copy out of the page cache).
+struct Opened {
+    file: File,
+    direct: Option<File>,
+    path: std::path::PathBuf,
+    /// Offset of the source's first byte in the file.
+    offset: u64,
+}
+
+/// Opens a file or range source of `size` bytes, checking that the file holds them (a file
+/// changed since it was listed is an error, never a silently wrong image).
+fn open_source(src: &Source, size: u64) -> Result<Option<Opened>> {
     let (path, offset, whole) = match src {
         Source::File(p) => (p, 0, true),
         Source::Range { path, offset } => (path, *offset, false),
-        Source::Bytes(b) => {
-            if b.len() as u64 != size {
-                bail!(
-                    "generated content is {} bytes, {size} were reserved",
-                    b.len()
-                );
-            }
-            let mut slot = pool.get(b.len());
-            slot.bytes().copy_from_slice(b);
-            let (buf, span) = pool.wrap(slot);
-            return sink(buf, span);
-        }
-        Source::Generated(_) => {
-            // Gathered into whole chunks, so that the writes stay aligned.
-            let mut slot: Option<(Slot, usize)> = None;
-            src.stream(size, &mut |mut c| {
-                while !c.is_empty() {
-                    let (s, filled) = slot.get_or_insert_with(|| (pool.get(CHUNK), 0));
-                    let n = c.len().min(s.n - *filled);
-                    s.bytes()[*filled..*filled + n].copy_from_slice(&c[..n]);
-                    *filled += n;
-                    c = &c[n..];
-                    if *filled == s.n {
-                        if let Some((s, _)) = slot.take() {
-                            let (buf, span) = pool.wrap(s);
-                            sink(buf, span)?;
-                        }
-                    }
-                }
-                Ok(())
-            })?;
-            if let Some((mut s, filled)) = slot.take() {
-                s.n = filled;
-                let (buf, span) = pool.wrap(s);
-                sink(buf, span)?;
-            }
-            return Ok(());
-        }
+        Source::Bytes(_) | Source::Generated(_) => return Ok(None),
     };
-    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let len = f
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let len = file
         .metadata()
         .with_context(|| format!("reading the size of {}", path.display()))?
         .len();
@@ -657,9 +629,7 @@ fn read_source(
             path.display()
         );
     }
-    // Around the page cache when the filesystem allows it: the disk puts the bytes straight
-    // into the buffer (no copy out of the page cache).
-    let mut direct = rustix::fs::open(
+    let direct = rustix::fs::open(
         path,
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECT | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
@@ -668,30 +638,199 @@ fn read_source(
     .map(File::from);
     if direct.is_none() {
         let _ = rustix::fs::fadvise(
-            &f,
+            &file,
             offset,
             std::num::NonZeroU64::new(size),
             rustix::fs::Advice::Sequential,
         );
     }
-    let mut done = 0u64;
-    while done < size {
-        let n = (size - done).min(CHUNK as u64) as usize;
+    Ok(Some(Opened {
+        file,
+        direct,
+        path: path.clone(),
+        offset,
+    }))
+}
+
+impl Opened {
+    /// The `n` bytes at `from` (from the source's start).
+    fn read(&mut self, pool: &Pool, from: u64, n: usize) -> Result<(Arc<Buf>, Range<usize>)> {
         let mut slot = pool.get(n);
-        let at = offset + done;
-        let read = match &direct {
+        let at = self.offset + from;
+        let read = match &self.direct {
             Some(d) if read_direct(d, &mut slot, at) => Ok(()),
             _ => {
-                direct = None;
-                f.read_exact_at(slot.bytes(), at)
+                self.direct = None;
+                self.file.read_exact_at(slot.bytes(), at)
             }
         };
-        read.with_context(|| format!("reading {}", path.display()))?;
-        done += n as u64;
-        let (buf, span) = pool.wrap(slot);
+        read.with_context(|| format!("reading {}", self.path.display()))?;
+        Ok(pool.wrap(slot))
+    }
+}
+
+/// Streams the bytes of a source read whole, in order (bytes in memory, a generator), as
+/// chunks gathered to [`CHUNK`] so that the writes stay aligned.
+fn read_whole(
+    src: &Source,
+    size: u64,
+    pool: &Pool,
+    sink: &mut dyn FnMut(Arc<Buf>, Range<usize>) -> Result<()>,
+) -> Result<()> {
+    if let Source::Bytes(b) = src {
+        if b.len() as u64 != size {
+            bail!(
+                "generated content is {} bytes, {size} were reserved",
+                b.len()
+            );
+        }
+    }
+    let mut slot: Option<(Slot, usize)> = None;
+    src.stream(size, &mut |mut c| {
+        while !c.is_empty() {
+            let (s, filled) = slot.get_or_insert_with(|| (pool.get(CHUNK), 0));
+            let n = c.len().min(s.n - *filled);
+            s.bytes()[*filled..*filled + n].copy_from_slice(&c[..n]);
+            *filled += n;
+            c = &c[n..];
+            if *filled == s.n {
+                if let Some((s, _)) = slot.take() {
+                    let (buf, span) = pool.wrap(s);
+                    sink(buf, span)?;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    if let Some((mut s, filled)) = slot.take() {
+        s.n = filled;
+        let (buf, span) = pool.wrap(s);
         sink(buf, span)?;
     }
     Ok(())
+}
+
+/// One read of the pass, in emission order: what the fetchers do.
+#[derive(Debug, Clone, Copy)]
+enum Unit {
+    /// `n` bytes of a partition's work file at `from`.
+    Copy { part: usize, from: u64, n: usize },
+    /// `n` bytes of file `file`'s source at `from`.
+    Chunk { file: usize, from: u64, n: usize },
+    /// All of file `file`, read in order (bytes in memory, a generator).
+    Whole { file: usize },
+}
+
+/// What a fetcher hands over for a unit: its bytes (one buffer, or several for a whole file),
+/// then the end.
+enum Fetched {
+    Data(Arc<Buf>, Range<usize>),
+    End,
+}
+
+/// The units of the pass in emission order (tables and zeros need no reading).
+fn units(plan: &Plan) -> Vec<Unit> {
+    let mut v = Vec::new();
+    let chunks = |len: u64| {
+        (0..len.div_ceil(CHUNK as u64)).map(move |k| {
+            let from = k * CHUNK as u64;
+            (from, (len - from).min(CHUNK as u64) as usize)
+        })
+    };
+    for item in &plan.order {
+        match *item {
+            Item::Piece(i) => {
+                let p = &plan.pieces[i];
+                if let What::Copy { part, from } = p.what {
+                    v.extend(chunks(p.len).map(|(d, n)| Unit::Copy {
+                        part,
+                        from: from + d,
+                        n,
+                    }));
+                }
+            }
+            Item::File(f) => {
+                let job = &plan.files[f];
+                match job.entry.source {
+                    Some(Source::File(_) | Source::Range { .. }) => {
+                        v.extend(chunks(job.fill.size).map(|(from, n)| Unit::Chunk {
+                            file: f,
+                            from,
+                            n,
+                        }))
+                    }
+                    _ => v.push(Unit::Whole { file: f }),
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Fetcher `k` of `of`: reads every unit whose index is `k` modulo `of`, in order, into its own
+/// channel; the reader takes them back in order, so the disk sees `of` reads at a time.
+fn fetch(
+    plan: &Plan,
+    units: &[Unit],
+    work_files: &[Option<File>],
+    k: usize,
+    of: usize,
+    tx: SyncSender<Result<Fetched>>,
+) {
+    let pool = Pool::new();
+    let mut open: Option<(usize, Opened)> = None;
+    let mut run = || -> Result<()> {
+        for u in units.iter().skip(k).step_by(of) {
+            match *u {
+                Unit::Copy { part, from, n } => {
+                    let f = work_files[part]
+                        .as_ref()
+                        .context("internal error: no work file")?;
+                    let mut slot = pool.get(n);
+                    f.read_exact_at(slot.bytes(), from)
+                        .context("reading a partition's work file")?;
+                    let (buf, span) = pool.wrap(slot);
+                    tx.send(Ok(Fetched::Data(buf, span))).map_err(stopped)?;
+                }
+                Unit::Chunk { file, from, n } => {
+                    let job = &plan.files[file];
+                    if open.as_ref().is_none_or(|(f, _)| *f != file) {
+                        let src = job
+                            .entry
+                            .source
+                            .as_ref()
+                            .context("internal error: a file without a source")?;
+                        let o = open_source(src, job.fill.size)
+                            .with_context(|| format!("reading {}", job.fill.path))?
+                            .context("internal error: not a file source")?;
+                        open = Some((file, o));
+                    }
+                    let (_, o) = open.as_mut().context("internal error: no open source")?;
+                    let (buf, span) = o
+                        .read(&pool, from, n)
+                        .with_context(|| format!("reading {}", job.fill.path))?;
+                    tx.send(Ok(Fetched::Data(buf, span))).map_err(stopped)?;
+                }
+                Unit::Whole { file } => {
+                    let job = &plan.files[file];
+                    let src = job
+                        .entry
+                        .source
+                        .as_ref()
+                        .context("internal error: a file without a source")?;
+                    read_whole(src, job.fill.size, &pool, &mut |buf, span| {
+                        tx.send(Ok(Fetched::Data(buf, span))).map_err(stopped)
+                    })
+                    .with_context(|| format!("reading {}", job.fill.path))?;
+                }
+            }
+            tx.send(Ok(Fetched::End)).map_err(stopped)?;
+        }
+        Ok(())
+    };
+    if let Err(e) = run() {
+        let _ = tx.send(Err(e));
+    }
 }
 
 /// Reads the slot's bytes at `at` with `O_DIRECT`, in whole aligned blocks from the aligned
@@ -764,31 +903,67 @@ pub(crate) fn write(
         .collect::<Result<_>>()?;
 
     let (wtx, wrx) = sync_channel::<Chunk>(DEPTH);
+    let wrx = std::sync::Mutex::new(Some(wrx));
     let (ftx, frx) = sync_channel::<ToFiles>(DEPTH);
     let (rtx, rrx) = sync_channel::<Chunk>(DEPTH);
     let ranges_wanted = map;
     let plan_ref = &plan;
     let mut data_bytes = 0u64;
+    // The writes in parallel where the format allows it: the disk gets more than one
+    // request at a time.
+    let next = || {
+        wrx.lock()
+            .ok()
+            .and_then(|r| r.as_ref().and_then(|r| r.recv().ok()))
+    };
+    // A writer that fails closes the channel: the reader stops, and so does the other.
+    let close = || {
+        if let Ok(mut r) = wrx.lock() {
+            r.take();
+        }
+    };
+    let write_all = |w: &mut dyn ImageWriter| -> Result<()> {
+        while let Some(c) = next() {
+            if c.zeros {
+                w.write_zeroes(c.at, c.len())?;
+            } else {
+                w.write_aligned(c.at, c.padded(), c.span.len())?;
+            }
+            if let (true, Some(f)) = (c.data, written) {
+                f(c.len());
+            }
+        }
+        Ok(())
+    };
     let (file_hashes, own_sums, stream_sums) = std::thread::scope(|scope| -> Result<_> {
         let files_thread = scope.spawn(move || hash_files(plan_ref, frx, disk_size));
         let ranges_thread =
             scope.spawn(move || hash_stream(plan_ref, rrx, disk_size, ranges_wanted));
         let reader = scope
             .spawn(move || read_all(plan_ref, &table, &work_files, wtx, ftx, rtx, ranges_wanted));
-        let wrote = (|| -> Result<()> {
-            for c in wrx.iter() {
-                if c.zeros {
-                    w.write_zeroes(c.at, c.len())?;
-                } else {
-                    w.write_aligned(c.at, c.padded(), c.span.len())?;
+        let second = w.another()?;
+        let helper = second.map(|mut w2| {
+            let write_all = &write_all;
+            let close = &close;
+            scope.spawn(move || {
+                let r = write_all(&mut *w2);
+                if r.is_err() {
+                    close();
                 }
-                if let (true, Some(f)) = (c.data, written) {
-                    f(c.len());
-                }
+                r
+            })
+        });
+        let mut wrote = write_all(w);
+        if wrote.is_err() {
+            close();
+        }
+        if let Some(h) = helper {
+            let r = h.join().map_err(|_| anyhow!("a writing thread panicked"))?;
+            if wrote.is_ok() {
+                wrote = r;
             }
-            Ok(())
-        })();
-        drop(wrx);
+        }
+        close();
         let read = reader
             .join()
             .map_err(|_| anyhow!("the reading thread panicked"))?;
@@ -930,7 +1105,9 @@ pub(crate) fn write(
     })
 }
 
-/// The reader: every piece in emission order, split into chunks for the consumers.
+/// The reader: every piece in emission order, split into chunks for the consumers; the bytes
+/// come from [`FETCHERS`] fetcher threads reading ahead.
+#[allow(clippy::too_many_arguments)]
 fn read_all(
     plan: &Plan,
     table: &[Arc<Buf>],
@@ -938,6 +1115,47 @@ fn read_all(
     wtx: SyncSender<Chunk>,
     ftx: SyncSender<ToFiles>,
     rtx: SyncSender<Chunk>,
+    map: bool,
+) -> Result<()> {
+    let units = units(plan);
+    std::thread::scope(|scope| {
+        let mut rxs = Vec::new();
+        for k in 0..FETCHERS {
+            let (tx, rx) = sync_channel::<Result<Fetched>>(2);
+            let units = &units;
+            scope.spawn(move || fetch(plan, units, work_files, k, FETCHERS, tx));
+            rxs.push(rx);
+        }
+        let mut next_unit = 0usize;
+        // The buffers of the next unit, in order.
+        let mut take = |each: &mut dyn FnMut(Arc<Buf>, Range<usize>) -> Result<()>| -> Result<()> {
+            let rx = &rxs[next_unit % FETCHERS];
+            next_unit += 1;
+            loop {
+                match rx.recv().map_err(stopped)?? {
+                    Fetched::Data(buf, span) => each(buf, span)?,
+                    Fetched::End => return Ok(()),
+                }
+            }
+        };
+        let r = consume(plan, table, &mut take, &wtx, &ftx, &rtx, map);
+        // Dropping the receivers stops the fetchers when this ends early.
+        drop(rxs);
+        r
+    })
+}
+
+/// Takes each buffer of the next unit.
+type Take<'a> = dyn FnMut(&mut dyn FnMut(Arc<Buf>, Range<usize>) -> Result<()>) -> Result<()> + 'a;
+
+/// [`read_all`]'s loop over the items: `take` gives the buffers of the next unit.
+fn consume(
+    plan: &Plan,
+    table: &[Arc<Buf>],
+    take: &mut Take,
+    wtx: &SyncSender<Chunk>,
+    ftx: &SyncSender<ToFiles>,
+    rtx: &SyncSender<Chunk>,
     map: bool,
 ) -> Result<()> {
     let to_stream = |p: &Piece| map && p.mapped == Mapped::Stream;
@@ -948,7 +1166,6 @@ fn read_all(
         wtx.send(c).map_err(stopped)
     };
     let zeros = Buf::fixed(vec![0u8; CHUNK]);
-    let pool = Pool::new();
     for item in &plan.order {
         match *item {
             Item::Piece(i) => {
@@ -965,29 +1182,22 @@ fn read_all(
                         },
                         to_stream(p),
                     )?,
-                    What::Copy { part, from } => {
-                        let f = work_files[part]
-                            .as_ref()
-                            .context("internal error: no work file")?;
+                    What::Copy { .. } => {
                         let mut done = 0u64;
                         while done < p.len {
-                            let n = (p.len - done).min(CHUNK as u64) as usize;
-                            let mut slot = pool.get(n);
-                            f.read_exact_at(slot.bytes(), from + done)
-                                .context("reading a partition's work file")?;
-                            let (buf, span) = pool.wrap(slot);
-                            send(
-                                Chunk {
+                            take(&mut |buf, span| {
+                                let n = span.len() as u64;
+                                let c = Chunk {
                                     buf,
                                     span,
                                     at: p.at + done,
                                     data: false,
                                     eof: false,
                                     zeros: false,
-                                },
-                                to_stream(p),
-                            )?;
-                            done += n as u64;
+                                };
+                                done += n;
+                                send(c, to_stream(p))
+                            })?;
                         }
                     }
                     What::Zeros => {
@@ -1016,14 +1226,13 @@ fn read_all(
             Item::File(f) => {
                 let job = &plan.files[f];
                 let runs = &plan.file_pieces[f];
-                let src = job
-                    .entry
-                    .source
-                    .as_ref()
-                    .context("internal error: a file without a source")?;
                 // Which run, and how far into it.
                 let (mut k, mut within) = (0usize, 0u64);
-                read_source(src, job.fill.size, &pool, &mut |buf, span| {
+                let whole = !matches!(
+                    job.entry.source,
+                    Some(Source::File(_) | Source::Range { .. })
+                );
+                let mut each = |buf: Arc<Buf>, span: Range<usize>| -> Result<()> {
                     let mut start = span.start;
                     while start < span.end {
                         let p = plan
@@ -1053,8 +1262,16 @@ fn read_all(
                         }
                     }
                     Ok(())
-                })
-                .with_context(|| format!("reading {}", job.fill.path))?;
+                };
+                // As many units as `units` made for it.
+                let n = if whole {
+                    1
+                } else {
+                    job.fill.size.div_ceil(CHUNK as u64)
+                };
+                for _ in 0..n {
+                    take(&mut each)?;
+                }
                 ftx.send(ToFiles::Done(f)).map_err(stopped)?;
             }
         }

@@ -34,11 +34,13 @@ fn digests_of(layout: &Path, digest: &str, out: &mut BTreeSet<String>) -> Result
             }
         }
     }
-    for d in m["config"]["digest"]
-        .as_str()
-        .into_iter()
-        .chain(m["layers"].as_array().into_iter().flatten().filter_map(|l| l["digest"].as_str()))
-    {
+    for d in m["config"]["digest"].as_str().into_iter().chain(
+        m["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["digest"].as_str()),
+    ) {
         out.insert(d.to_string());
     }
     Ok(())
@@ -116,7 +118,10 @@ pub fn write(layout: &Path, images: &[String], dir: &Path, segment: u64) -> Resu
             w.add(&member, text.len() as u64, text.as_bytes())?;
         }
         for d in &mine {
-            let member = format!("{storage}/repositories/{repo}/_layers/sha256/{}/link", &d[7..]);
+            let member = format!(
+                "{storage}/repositories/{repo}/_layers/sha256/{}/link",
+                &d[7..]
+            );
             w.add(&member, d.len() as u64, d.as_bytes())?;
         }
         all.extend(mine);

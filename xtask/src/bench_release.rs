@@ -218,7 +218,10 @@ pub fn build(args: &[&str]) -> Result<()> {
     // the assisted-installer and additional images, by digest), built from in place.
     let archive = dir.join("fixture-archive");
     if !archive.join(".complete").exists() {
-        eprintln!("writing the oc-mirror archive set {} (once)", archive.display());
+        eprintln!(
+            "writing the oc-mirror archive set {} (once)",
+            archive.display()
+        );
         let _ = std::fs::remove_dir_all(&archive);
         let mut images = refs.clone();
         for list in [&fx.assisted, &fx.additional] {
@@ -314,7 +317,13 @@ pub fn build(args: &[&str]) -> Result<()> {
         Some(rss_warm),
     );
     let cp_archive_rate = mibs(archive_bytes, t_cp_archive);
-    row("cp -r oc-mirror tars + sync", t_cp_archive, archive_bytes, cp_archive_rate, None);
+    row(
+        "cp -r oc-mirror tars + sync",
+        t_cp_archive,
+        archive_bytes,
+        cp_archive_rate,
+        None,
+    );
     row(
         "prestage build --from-oc-mirror (in place)",
         t_archive,

@@ -201,7 +201,7 @@ fn compose(dir: &Path, tree: &Tree, name: &str) -> PathBuf {
 fn check_manifest(mnt: &Path, tree: &Tree) {
     let text = std::fs::read(mnt.join(".prestage/manifest.json")).expect("reading the manifest");
     let m: serde_json::Value = serde_json::from_slice(&text).expect("the manifest is JSON");
-    assert_eq!(m["format"], "prestage-manifest/1");
+    assert_eq!(m["format"], "prestage-manifest/2");
     let entries = m["entries"].as_array().expect("entries");
     let by_path: BTreeMap<&str, &serde_json::Value> = entries
         .iter()
@@ -229,7 +229,7 @@ fn check_manifest(mnt: &Path, tree: &Tree) {
         "entries not owned by 0:0"
     );
     note!(
-        "manifest: {} entries (every source entry), format prestage-manifest/1, owners 0:0",
+        "manifest: {} entries (every source entry), format prestage-manifest/2, owners 0:0",
         entries.len()
     );
 }

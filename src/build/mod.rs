@@ -180,7 +180,7 @@ impl Prepared {
         for &f in &req.formats {
             let p = self.payload(f, &extra(f)?, req.mtime)?;
             let mut c = p.content.clone();
-            manifest::reserve(&mut c)?;
+            manifest::reserve(&mut c, req.mtime)?;
             formats.push(FormatPlan {
                 format: f,
                 files: c.entries().filter(|e| e.size > 0).count(),

@@ -154,7 +154,7 @@ pub fn compose_contents_with(
         let c = contents.entry(p.label.clone()).or_default();
         match &p.filesystem {
             Filesystem::Xfs(opts) => {
-                manifest::reserve(c).with_context(|| format!("partition `{}`", p.label))?;
+                manifest::reserve(c, mtime).with_context(|| format!("partition `{}`", p.label))?;
                 plan::check_fits(&p.label, p.size(ss), opts, c)?;
             }
             Filesystem::Vfat => vfat::check(&p.label, p.size(ss), c)?,

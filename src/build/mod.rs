@@ -185,7 +185,7 @@ impl Prepared {
                 format: f,
                 files: c.entries().filter(|e| e.size > 0).count(),
                 payload_bytes: p.bytes,
-                fit: plan::fit(bytes, opts, &c),
+                fit: plan::fit(bytes, opts, &c)?,
             });
         }
         let store = &self.resolution.store;

@@ -233,8 +233,8 @@ impl Manifest {
 }
 
 /// Gives every entry without a time (and the root) the composition's time `mtime`, adds the
-/// manifest's directory and a placeholder manifest file of the final length to `content`;
-/// returns that length. The real bytes are produced by [`Manifest::of`] after filling.
+/// manifest's directory and the manifest file, of its final length, to `content`; returns that
+/// length. The bytes are produced by [`Manifest::of`] after filling, when the hashes are known.
 pub fn reserve(content: &mut Content, mtime: i64) -> Result<u64> {
     if content.get(DIR).is_some() {
         bail!("the content already has a `{DIR}` entry; that name is reserved for prestage's manifest");
@@ -244,10 +244,13 @@ pub fn reserve(content: &mut Content, mtime: i64) -> Result<u64> {
     content.set_default_mtime(now);
     let mut file = Entry::file(PATH, 0o644, 0, Source::Bytes(Default::default()));
     file.mtime = Some(now);
-    let placeholder = Manifest::of(content, |_| Ok("0".repeat(64)))?.to_bytes()?;
-    let len = placeholder.len() as u64;
+    let len = Manifest::of(content, |_| Ok("0".repeat(64)))?
+        .to_bytes()?
+        .len() as u64;
+    // The pipeline writes the real bytes; the placeholder is not kept (it is as large as the
+    // manifest), and anything that tried to stream it would fail on the length.
     file.size = len;
-    file.source = Some(Source::Bytes(placeholder.into()));
+    file.source = Some(Source::Bytes(Default::default()));
     content.add(file)?;
     Ok(len)
 }

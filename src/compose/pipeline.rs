@@ -43,7 +43,7 @@ use crate::compose::xfs::{self, Fill};
 pub struct Request {
     /// The layout.
     pub layout: Layout,
-    /// Content per partition label.
+    /// Content per partition label: a directory, or a tar archive (a regular file).
     pub contents: Vec<(String, PathBuf)>,
     /// Output path.
     pub output: PathBuf,
@@ -103,7 +103,11 @@ pub fn compose(req: &Request) -> Result<Summary> {
         if contents.contains_key(label) {
             bail!("--content {label}=...: given twice");
         }
-        let c = Content::from_dir(dir, req.owners)?;
+        let c = if dir.is_file() {
+            Content::from_tar(dir)?
+        } else {
+            Content::from_dir(dir, req.owners)?
+        };
         contents.insert(label.clone(), c);
     }
     let format = req.format.unwrap_or_else(|| Format::from_path(&req.output));

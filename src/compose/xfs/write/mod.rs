@@ -288,6 +288,30 @@ pub(crate) fn populate(
 
     let nodes = tree::build(content, default)?;
     let n = nodes.len();
+    let (earliest, latest) = if bigtime {
+        (
+            -(1i64 << 31),
+            (u64::MAX / 1_000_000_000) as i64 - (1i64 << 31),
+        )
+    } else {
+        (i64::from(i32::MIN), i64::from(i32::MAX))
+    };
+    if let Some(x) = nodes
+        .iter()
+        .find(|x| x.time.secs < earliest || x.time.secs > latest)
+    {
+        bail!(
+            "/{}: modification time {} is outside what this filesystem stores ({earliest} to \
+             {latest} seconds since 1970{})",
+            x.path,
+            x.time.secs,
+            if bigtime {
+                ""
+            } else {
+                "; the rhel9 profile stores times up to 2486"
+            }
+        );
+    }
     let agino_bits = sb.agblklog + sb.inopblog;
     let ino_of = |agno: u32, agino: u32| (u64::from(agno) << agino_bits) | u64::from(agino);
 

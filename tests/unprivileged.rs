@@ -33,35 +33,6 @@ fn nobody_uid() -> u32 {
     r.stdout.trim().parse().expect("uid of nobody")
 }
 
-/// A command that runs `program` as nobody:nogroup with no supplementary groups.
-fn as_nobody(program: &Path) -> Command {
-    let mut c = Command::new(require("setpriv", "util-linux"));
-    c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
-        .arg(program);
-    c
-}
-
-/// The prestage binary at a path nobody can execute: the build's own when nobody can reach it,
-/// otherwise a copy in `dir`.
-fn binary_for_nobody(dir: &Path) -> PathBuf {
-    let own = bin();
-    let r = run(as_nobody(&own).arg("--version"));
-    if r.status.success() {
-        note!("nobody can run {}", own.display());
-        return own;
-    }
-    let copy = dir.join("prestage");
-    std::fs::copy(&own, &copy).expect("copying the binary");
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    note!(
-        "nobody cannot run {} ({}); using a copy at {}",
-        own.display(),
-        r.stderr.trim(),
-        copy.display()
-    );
-    copy
-}
-
 #[test]
 fn compose_as_an_unprivileged_user() {
     let dir = scratch("unprivileged");

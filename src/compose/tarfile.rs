@@ -154,6 +154,8 @@ pub struct Members<R: TarRead> {
     pos: u64,
     index: usize,
     done: bool,
+    /// The last member's name, for messages about what follows it.
+    last: Option<String>,
 }
 
 /// Normalizes a member name: components joined with `/`, `.` and empty ones dropped; absolute
@@ -256,6 +258,7 @@ impl<R: TarRead> Members<R> {
             pos: 0,
             index: 0,
             done: false,
+            last: None,
         }
     }
 
@@ -322,7 +325,14 @@ impl<R: TarRead> Members<R> {
             let here = |msg: String| anyhow!("member {idx} at byte {at}: {msg}");
             if got == 0 {
                 if at == first && pax.is_empty() && long_name.is_none() {
-                    bail!("truncated archive: it ends without the end-of-archive blocks after byte {at}");
+                    match &self.last {
+                        Some(name) => bail!(
+                            "truncated archive: it ends at byte {at}, after member {} {name:?}, \
+                             without the end-of-archive blocks",
+                            self.index
+                        ),
+                        None => bail!("truncated archive: no member and no end-of-archive block"),
+                    }
                 }
                 return Err(here(
                     "truncated archive: extension headers without their member".into(),
@@ -482,6 +492,7 @@ impl<R: TarRead> Members<R> {
             let data_offset = self.pos;
             self.skip_data(size).map_err(|e| err(format!("{e:#}")))?;
             let mode = h.mode().map_err(|e| err(format!("mode: {e}")))? & 0o7777;
+            self.last = Some(raw_name.clone());
             return Ok(Some(Member {
                 index: self.index,
                 offset: first,

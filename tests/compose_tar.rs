@@ -477,3 +477,280 @@ fn later_members_win_as_tar_extraction_has_it() {
          inode it was made to (tar extraction's rule)"
     );
 }
+
+/// A PAX extended header (`x`) holding `records`, then the member's own header and data.
+fn pax_member(records: &[(&str, &[u8])], name: &str, kind: u8, data: &[u8], link: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (k, v) in records {
+        let rest = 1 + k.len() + 1 + v.len() + 1;
+        let mut len = rest + 1;
+        while len.to_string().len() + rest != len {
+            len += 1;
+        }
+        body.extend_from_slice(format!("{len} {k}=").as_bytes());
+        body.extend_from_slice(v);
+        body.push(b'\n');
+    }
+    let mut v = Vec::new();
+    v.extend_from_slice(&header("PaxHeader", b'x', body.len(), ""));
+    v.extend_from_slice(&body);
+    v.resize(v.len().next_multiple_of(512), 0);
+    v.extend_from_slice(&header(name, kind, data.len(), link));
+    v.extend_from_slice(data);
+    v.resize(v.len().next_multiple_of(512), 0);
+    v
+}
+
+/// A GNU long name (`L`) or long link (`K`) header and its data.
+fn gnu_long(kind: u8, name: &str) -> Vec<u8> {
+    let mut v = header("././@LongLink", kind, name.len() + 1, "").to_vec();
+    v.extend_from_slice(name.as_bytes());
+    v.push(0);
+    v.resize(v.len().next_multiple_of(512), 0);
+    v
+}
+
+#[test]
+fn attributes_in_every_form_from_pax_records() {
+    require_root("reading the attributes back through a kernel mount");
+    let dir = scratch("tar-pax");
+    let layout = layout(dir.path(), "rhel8");
+    let v64k: Vec<u8> = (0..65536u32).map(|i| (i * 7 % 251) as u8).collect();
+    let selinux = b"system_u:object_r:container_file_t:s0\0".to_vec();
+    let leafvals: Vec<Vec<u8>> = (0..9).map(|i| small_bytes(100 + i, 380)).collect();
+    let big400 = small_bytes(7, 400);
+    let sec120 = small_bytes(8, 120);
+    let dev300 = small_bytes(9, 300);
+    let long_path = format!("{}/{}", "p".repeat(120), "q".repeat(80));
+    let long_target = format!("{}/target", "t".repeat(150));
+    let slink_target = "s".repeat(300);
+    let mut t = Vec::new();
+    t.extend(pax_member(
+        &[
+            ("SCHILY.xattr.trusted.rootattr", b"R"),
+            ("uid", b"4242"),
+            ("mtime", b"1700000000.5"),
+        ],
+        "./",
+        b'5',
+        b"",
+        "",
+    ));
+    t.extend(pax_member(
+        &[
+            ("SCHILY.xattr.user.v64k", &v64k),
+            ("SCHILY.xattr.security.selinux", &selinux),
+            ("SCHILY.xattr.user.nl", b"a\nb"),
+        ],
+        "v64k",
+        b'0',
+        b"x",
+        "",
+    ));
+    let names: Vec<String> = (0..9)
+        .map(|i| format!("SCHILY.xattr.user.leaf{i}"))
+        .collect();
+    let recs: Vec<(&str, &[u8])> = names
+        .iter()
+        .zip(&leafvals)
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
+        .collect();
+    t.extend(pax_member(&recs, "fullleaf", b'0', b"y", ""));
+    for (d, n, rec) in [
+        ("blockdir", 40, ("SCHILY.xattr.user.big", big400.as_slice())),
+        (
+            "leafdir",
+            300,
+            ("SCHILY.xattr.trusted.overlay.opaque", &b"y"[..]),
+        ),
+        ("nodedir", 2000, ("SCHILY.xattr.user.n", &b"node"[..])),
+    ] {
+        t.extend(pax_member(&[rec], &format!("{d}/"), b'5', b"", ""));
+        for i in 0..n {
+            t.extend(archive_member(
+                &format!("{d}/entry-{i:05}-with-a-name"),
+                b'0',
+                b"e",
+            ));
+        }
+    }
+    // The symlink's target is longer than a ustar link field: a PAX linkpath.
+    t.extend(pax_member(
+        &[
+            ("SCHILY.xattr.security.x", &sec120),
+            ("linkpath", slink_target.as_bytes()),
+        ],
+        "slink",
+        b'2',
+        b"",
+        "",
+    ));
+    t.extend(pax_member(
+        &[
+            ("SCHILY.xattr.trusted.big", &dev300),
+            ("SCHILY.xattr.trusted.a", b"s"),
+        ],
+        "dev",
+        b'3',
+        b"",
+        "",
+    ));
+    t.extend(gnu_long(b'L', &long_path));
+    t.extend(archive_member("ignored-short-name", b'0', b"long"));
+    t.extend(gnu_long(b'L', "longlink"));
+    t.extend(gnu_long(b'K', &long_target));
+    t.extend(archive_member("x", b'2', b""));
+    t.extend(pax_member(
+        &[("uid", b"100000"), ("gid", b"200000")],
+        "bigid",
+        b'0',
+        b"id",
+        "",
+    ));
+    t.extend_from_slice(&[0u8; 1024]);
+    let tar = dir.path().join("pax.tar");
+    std::fs::write(&tar, &t).expect("writing the archive");
+    let img = dir.path().join("pax.raw");
+    compose_ok(&layout, &[("data", &tar)], &img);
+    let part = locate(&img, &layout, "data");
+    let pf = dir.path().join("pax.xfs");
+    extract_partition(&img, part, &pf);
+    assert_xfs_repair_clean(&pf);
+    let field = |path: &str, f: &str| {
+        xfs_db_field(
+            &xfs_db(&pf, &[&format!("path {path}"), &format!("print {f}")]),
+            f,
+        )
+    };
+    for (path, aformat) in [
+        ("/v64k", "2 (extents)"),
+        ("/fullleaf", "2 (extents)"),
+        ("/blockdir", "2 (extents)"),
+        ("/leafdir", "1 (local)"),
+        ("/nodedir", "1 (local)"),
+        ("/slink", "1 (local)"),
+        ("/dev", "2 (extents)"),
+    ] {
+        assert_eq!(
+            field(path, "core.aformat"),
+            aformat,
+            "{path}: attribute fork format"
+        );
+    }
+    assert_eq!(
+        field("/dev", "core.forkoff"),
+        "1",
+        "/dev: attribute fork right after the device number"
+    );
+    assert_eq!(
+        field("/slink", "core.format"),
+        "2 (extents)",
+        "/slink: remote, its attributes took the room"
+    );
+    for (path, form) in [
+        ("/blockdir", "block"),
+        ("/leafdir", "leaf"),
+        ("/nodedir", "node"),
+    ] {
+        assert_eq!(xfs_dir_format(&pf, path), form, "{path}");
+    }
+    note!("xfs_db: attribute forks short form and extents (leaf, remote values), directories block/leaf/node with attributes, a symlink pushed out of the inode by its attributes, a device's attributes at fork offset 1");
+
+    let m = Mount::read_only(&img, part, "xfs");
+    let root = m.path();
+    let x = |p: &str| xattrs_of(&root.join(p));
+    let map = |kv: &[(&str, &[u8])]| -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+        kv.iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.to_vec()))
+            .collect()
+    };
+    assert_eq!(
+        x("v64k"),
+        map(&[
+            ("user.v64k", &v64k),
+            ("security.selinux", &selinux),
+            ("user.nl", b"a\nb")
+        ])
+    );
+    let leaf: Vec<(String, &[u8])> = (0..9)
+        .map(|i| (format!("user.leaf{i}"), leafvals[i].as_slice()))
+        .collect();
+    let leaf: Vec<(&str, &[u8])> = leaf.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(x("fullleaf"), map(&leaf));
+    assert_eq!(x("blockdir"), map(&[("user.big", &big400)]));
+    assert_eq!(x("leafdir"), map(&[("trusted.overlay.opaque", b"y")]));
+    assert_eq!(x("nodedir"), map(&[("user.n", b"node")]));
+    assert_eq!(x("slink"), map(&[("security.x", &sec120)]));
+    assert_eq!(
+        x("dev"),
+        map(&[("trusted.big", &dev300), ("trusted.a", b"s")])
+    );
+    assert_eq!(x(""), map(&[("trusted.rootattr", b"R")]));
+    assert_eq!(
+        std::fs::read_link(root.join("slink"))
+            .expect("readlink")
+            .to_str(),
+        Some(slink_target.as_str())
+    );
+    assert_eq!(
+        std::fs::read_link(root.join("longlink"))
+            .expect("readlink")
+            .to_str(),
+        Some(long_target.as_str())
+    );
+    assert_eq!(
+        std::fs::read(root.join(&long_path)).expect("long path"),
+        b"long"
+    );
+    assert_eq!(
+        std::fs::read_dir(root.join("nodedir")).expect("ls").count(),
+        2000
+    );
+    let md = std::fs::metadata(root.join("bigid")).expect("stat");
+    assert_eq!((md.uid(), md.gid()), (100000, 200000));
+    let rmd = std::fs::metadata(root).expect("stat");
+    assert_eq!(
+        (rmd.uid(), rmd.mtime(), rmd.mtime_nsec()),
+        (4242, 1_700_000_000, 500_000_000)
+    );
+    let dmd = std::fs::symlink_metadata(root.join("dev")).expect("stat");
+    assert_eq!(
+        dmd.rdev(),
+        rustix::fs::makedev(0, 0),
+        "tar header has no device numbers here"
+    );
+    drop(m);
+    note!("kernel mount: a 64 KiB value (17 remote blocks), a value with a newline, a full attribute leaf, attributes on directories of every form, a symlink, a device and the root; PAX linkpath, uid/gid, mtime with nanoseconds; GNU long names and link names");
+    verify_ok(&img);
+
+    // One leaf more than fits: refused, naming the member.
+    let names: Vec<String> = (0..12)
+        .map(|i| format!("SCHILY.xattr.user.over{i}"))
+        .collect();
+    let big = small_bytes(5, 380);
+    let recs: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), big.as_slice())).collect();
+    let mut t = pax_member(&recs, "toomany", b'0', b"z", "");
+    t.extend_from_slice(&[0u8; 1024]);
+    let tar = dir.path().join("toomany.tar");
+    std::fs::write(&tar, &t).expect("writing the archive");
+    let r = run(&mut compose_cmd(
+        &layout,
+        &[("data", &tar)],
+        &dir.path().join("toomany.raw"),
+    ));
+    let line = assert_one_line_error(
+        &r,
+        dir.path(),
+        &["/toomany", "node-format attribute trees are not supported"],
+    );
+    assert_no_output(dir.path(), "toomany.raw");
+    note!("{line}");
+}
+
+/// One member without extension headers.
+fn archive_member(name: &str, kind: u8, data: &[u8]) -> Vec<u8> {
+    let mut v = header(name, kind, data.len(), "").to_vec();
+    v.extend_from_slice(data);
+    v.resize(v.len().next_multiple_of(512), 0);
+    v
+}

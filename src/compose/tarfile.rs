@@ -416,9 +416,31 @@ impl<R: TarRead> Members<R> {
             let mut name = h.path_bytes().into_owned();
             let mut link = h.link_name_bytes().map(|c| c.into_owned());
             let mut size = size;
-            let mut uid = h.uid().unwrap_or(0);
-            let mut gid = h.gid().unwrap_or(0);
-            let mut mtime = Time::secs(h.mtime().unwrap_or(0) as i64);
+            // A numeric field left empty (NULs or spaces) reads as 0, as GNU tar and Go read it.
+            let num = |v: io::Result<u64>, at: usize, len: usize, what: &str| -> Result<u64> {
+                v.or_else(|e| {
+                    if raw[at..at + len].iter().all(|&b| b == 0 || b == b' ') {
+                        Ok(0)
+                    } else {
+                        Err(here(format!("{:?}: {what} field: {e}", name_of(&raw))))
+                    }
+                })
+            };
+            let mut uid = num(h.uid(), 108, 8, "uid")?;
+            let mut gid = num(h.gid(), 116, 8, "gid")?;
+            let mut mtime = Time::secs(num(h.mtime(), 136, 12, "mtime")? as i64);
+            let devmajor = num(
+                h.device_major().map(|v| u64::from(v.unwrap_or(0))),
+                329,
+                8,
+                "device major",
+            )?;
+            let devminor = num(
+                h.device_minor().map(|v| u64::from(v.unwrap_or(0))),
+                337,
+                8,
+                "device minor",
+            )?;
             let mut xattrs = Xattrs::new();
             if let Some(n) = long_name.take() {
                 name = n;
@@ -452,12 +474,8 @@ impl<R: TarRead> Members<R> {
             let path = normalize(&name).map_err(|e| err(e.to_string()))?;
             let dev = || -> Result<(u32, u32)> {
                 Ok((
-                    h.device_major()
-                        .map_err(|e| err(format!("device major: {e}")))?
-                        .unwrap_or(0),
-                    h.device_minor()
-                        .map_err(|e| err(format!("device minor: {e}")))?
-                        .unwrap_or(0),
+                    u32::try_from(devmajor).map_err(|_| err("device major too large".into()))?,
+                    u32::try_from(devminor).map_err(|_| err("device minor too large".into()))?,
                 ))
             };
             let kind = match t {

@@ -830,8 +830,9 @@ pub fn assert_same_bytes(a: &Path, b: &Path) {
         a.display(),
         b.display()
     );
-    let mut ba = vec![0u8; 4 << 20];
-    let mut bb = vec![0u8; 4 << 20];
+    let chunk = len.clamp(1, 4 << 20) as usize;
+    let mut ba = vec![0u8; chunk];
+    let mut bb = vec![0u8; chunk];
     let mut at = 0u64;
     while at < len {
         let n = (len - at).min(ba.len() as u64) as usize;

@@ -57,6 +57,10 @@ pub struct ComposeArgs {
     /// Owner of a directory's files in the image (a tar archive's owners are always kept).
     #[arg(long, value_enum, default_value = "root")]
     pub owners: OwnersArg,
+    /// Copy a directory's extended attributes (those this user can read; `trusted.*` need
+    /// root) into the image (a tar archive's are always kept).
+    #[arg(long)]
+    pub xattrs: bool,
 }
 
 /// `prestage verify` arguments.
@@ -90,6 +94,7 @@ pub fn compose(a: ComposeArgs, mtime: i64) -> Result<()> {
             OwnersArg::Root => Owners::Root,
             OwnersArg::Keep => Owners::Keep,
         },
+        xattrs: a.xattrs,
         mtime,
     };
     let s = super::compose(&req)?;

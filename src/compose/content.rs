@@ -713,10 +713,22 @@ impl Content {
 
     /// Adds every entry under `dir` below `prefix` (`""` for the root): files, directories,
     /// symlinks, device nodes, FIFOs and sockets, and further names of a file as hard links.
-    /// Modes are kept, owners mapped per `owners`; times are the composition's and extended
-    /// attributes are not read (a tar made with `--xattrs` carries both). Names that are not
-    /// UTF-8 are refused.
+    /// Modes are kept, owners mapped per `owners`; times are the composition's, and extended
+    /// attributes are not read (see [`Content::add_dir_with`]). Names that are not UTF-8 are
+    /// refused.
     pub fn add_dir(&mut self, dir: &Path, prefix: &str, owners: Owners) -> Result<()> {
+        self.add_dir_with(dir, prefix, owners, false)
+    }
+
+    /// [`Content::add_dir`], reading each entry's extended attributes when `xattrs` is set
+    /// (those the running user can list: `trusted.*` need root).
+    pub fn add_dir_with(
+        &mut self,
+        dir: &Path,
+        prefix: &str,
+        owners: Owners,
+        xattrs: bool,
+    ) -> Result<()> {
         let meta = std::fs::metadata(dir)
             .with_context(|| format!("content directory {}", dir.display()))?;
         if !meta.is_dir() {
@@ -787,6 +799,9 @@ impl Content {
                 entry.uid = md.uid();
                 entry.gid = md.gid();
             }
+            if xattrs {
+                entry.xattrs = read_xattrs(item.path())?;
+            }
             self.add(entry)
                 .with_context(|| format!("adding {}", item.path().display()))?;
         }
@@ -795,10 +810,40 @@ impl Content {
 
     /// The directory-walk front end: all of `dir` at the root.
     pub fn from_dir(dir: &Path, owners: Owners) -> Result<Content> {
+        Content::from_dir_with(dir, owners, false)
+    }
+
+    /// [`Content::from_dir`], with each entry's extended attributes when `xattrs` is set.
+    pub fn from_dir_with(dir: &Path, owners: Owners, xattrs: bool) -> Result<Content> {
         let mut c = Content::new();
-        c.add_dir(dir, "", owners)?;
+        c.add_dir_with(dir, "", owners, xattrs)?;
         Ok(c)
     }
+}
+
+/// The extended attributes of `path` (not following a symlink).
+fn read_xattrs(path: &Path) -> Result<Xattrs> {
+    let what = || format!("reading the extended attributes of {}", path.display());
+    let mut out = Xattrs::new();
+    let n = rustix::fs::llistxattr_query(path).with_context(what)?;
+    if n == 0 {
+        return Ok(out);
+    }
+    let mut names = vec![0u8; n];
+    let n = rustix::fs::llistxattr(path, &mut names[..]).with_context(what)?;
+    for name in names[..n.min(names.len())]
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+    {
+        let name = std::str::from_utf8(name)
+            .map_err(|_| anyhow::anyhow!("{}: an attribute name is not UTF-8", path.display()))?;
+        let len = rustix::fs::lgetxattr_query(path, name).with_context(what)?;
+        let mut v = vec![0u8; len];
+        let len = rustix::fs::lgetxattr(path, name, &mut v[..]).with_context(what)?;
+        v.truncate(len);
+        out.insert(name.to_string(), v);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -51,6 +51,8 @@ pub struct Request {
     pub format: Option<Format>,
     /// Owner mapping for walked content.
     pub owners: Owners,
+    /// Read walked content's extended attributes.
+    pub xattrs: bool,
     /// Timestamp given to every inode (seconds since the epoch).
     pub mtime: i64,
 }
@@ -106,7 +108,7 @@ pub fn compose(req: &Request) -> Result<Summary> {
         let c = if dir.is_file() {
             Content::from_tar(dir)?
         } else {
-            Content::from_dir(dir, req.owners)?
+            Content::from_dir_with(dir, req.owners, req.xattrs)?
         };
         contents.insert(label.clone(), c);
     }
@@ -574,13 +576,12 @@ fn fill_files(
     {
         hashes.insert(e.path.clone(), hex::encode(Sha256::digest(b"")));
     }
-    let m = Manifest::of(content, |p| {
+    let mbytes = Manifest::bytes_of(content, |p| {
         hashes
             .get(p)
             .cloned()
             .with_context(|| format!("internal error: {p} was not hashed"))
     })?;
-    let mbytes = m.to_bytes()?;
     let fill = built
         .fills
         .get(manifest::PATH)

@@ -237,9 +237,12 @@ pub fn verify_xfs(dev: &dyn ReadAt) -> Result<PartReport> {
     let walk = fs.walk().context("walking the directory tree")?;
     let mut by_path = BTreeMap::new();
     let mut names: HashMap<u64, u32> = HashMap::new();
-    for w in &walk {
-        let p = String::from_utf8(w.path.clone()).map_err(|_| {
-            anyhow::anyhow!("{:?}: name is not UTF-8", String::from_utf8_lossy(&w.path))
+    for w in walk {
+        let p = String::from_utf8(w.path).map_err(|e| {
+            anyhow::anyhow!(
+                "{:?}: name is not UTF-8",
+                String::from_utf8_lossy(e.as_bytes())
+            )
         })?;
         by_path.insert(p, w.ino);
         *names.entry(w.ino).or_default() += 1;
@@ -254,6 +257,7 @@ pub fn verify_xfs(dev: &dyn ReadAt) -> Result<PartReport> {
     })
     .context("reading /.prestage/manifest.json")?;
     let m = Manifest::parse(&mbytes)?;
+    drop(mbytes);
     if let Some(root) = &m.root {
         let ino = fs.sb().root_ino;
         let info = fs.inode(ino).context("/: reading the root inode")?;

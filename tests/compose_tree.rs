@@ -2,8 +2,8 @@
 //! prestage.
 //!
 //! The tree has 2,000+ files across nested directories, directories large enough for each XFS
-//! directory format (short-form, block, leaf, node), an empty file, names a mkfs.xfs protofile
-//! cannot spell (spaces, a tab, a leading `:`, the name `$`) also inside node-format directories,
+//! directory format (short-form, block, leaf, node), an empty file, names that stress name
+//! handling (spaces, a tab, a leading `:`, the name `$`) also inside node-format directories,
 //! UTF-8 names, 255-byte names, relative symlinks (one with a space in its target, remote
 //! symlinks with 300+ byte targets) and modes 0600, 0755, 04755, 02755 and a 01777 directory.
 //!

@@ -1,11 +1,18 @@
 //! Content: what goes into a partition, as a list of entries whose bytes come from sources.
 //!
-//! An [`Entry`] is a path with a kind (file, directory, symlink), mode, owner and size; a regular
-//! file's bytes come from a [`Source`]: a whole file on disk, a byte range of another file, an
-//! in-memory buffer, or a generator that writes a known number of bytes. The filesystem stages
-//! never look at where bytes come from; they reserve `size` bytes and later stream the source
-//! straight into the reserved extents. [`Content::from_dir`] is the directory-walk front end;
-//! later stages add entries for container blobs and generated archives the same way.
+//! An [`Entry`] is a path with a kind (file, directory, symlink, character or block device, FIFO,
+//! socket, or a hard link to an earlier entry), mode with its special bits, owner, modification
+//! time, extended attributes and size; a regular file's bytes come from a [`Source`]: a whole
+//! file on disk, a byte range of another file, an in-memory buffer, or a generator that writes a
+//! known number of bytes. The filesystem stages never look at where bytes come from; they place
+//! `size` bytes and later stream the source straight into place. File data is laid out in the
+//! order entries were added ([`Entry::order`]), so a source read front to back (a tar stream) is
+//! written front to back.
+//!
+//! Front ends: [`Content::from_dir`] walks a directory, [`Content::from_tar`] and
+//! [`Content::add_tar_stream`] (in `tarfile`) read a tar archive in place; the payload stages add
+//! entries for container blobs and generated archives the same way. [`Content::add`] refuses a
+//! path added twice; [`Content::add_replacing`] applies entries the way tar extraction does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

@@ -7,7 +7,8 @@
 //! 2. take the output's lock (removing what a dead run left for it, see [`output`]) and check
 //!    that the output filesystem holds at least the content's bytes and the XFS logs;
 //! 3. build each partition's filesystem in a sparse partition-sized file in a private work
-//!    directory beside the output (XFS: reserve-and-fill metadata; vfat: mkfs.fat + mtools);
+//!    directory beside the output (XFS: mkfs.xfs's empty filesystem populated by prestage's own
+//!    writer; vfat: mkfs.fat + mtools);
 //! 4. check that the output filesystem holds what the image will allocate, then write the image
 //!    under a temporary name: partition table, each partition's metadata ranges, then every
 //!    file's bytes streamed from its source into its extents (hashed on the way, except files

@@ -606,9 +606,22 @@ impl Content {
         r: R,
         what: &str,
         prefix: &str,
+        source: impl FnMut(u64, u64) -> Source,
+    ) -> Result<()> {
+        self.add_members(Members::new(r), what, prefix, source)
+    }
+
+    /// Adds members (from [`Members`], possibly rewritten on the way: a caller applying
+    /// container layers turns whiteouts into what its storage driver keeps) below `prefix`,
+    /// as [`Content::add_tar_stream`] does.
+    pub fn add_members(
+        &mut self,
+        members: impl IntoIterator<Item = Result<Member>>,
+        what: &str,
+        prefix: &str,
         mut source: impl FnMut(u64, u64) -> Source,
     ) -> Result<()> {
-        for m in Members::new(r) {
+        for m in members {
             let m = m.with_context(|| what.to_string())?;
             if m.path.is_empty() && m.kind != MemberKind::Dir {
                 bail!(

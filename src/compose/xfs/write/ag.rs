@@ -236,10 +236,10 @@ pub(crate) fn write_free_space(
             }
         }
         if bno_extra.len() < nb {
-            bno_extra.extend(alloc.from_ag_end(agno, nb - bno_extra.len())?);
+            bno_extra.extend(alloc.take_ag_end(agno, nb - bno_extra.len())?);
         }
         if cnt_extra.len() < nc {
-            cnt_extra.extend(alloc.from_ag_end(agno, nc - cnt_extra.len())?);
+            cnt_extra.extend(alloc.take_ag_end(agno, nc - cnt_extra.len())?);
         }
     }
     let free = alloc.free(agno).to_vec();

@@ -193,7 +193,7 @@ impl Alloc {
 
     /// `n` blocks at the end of AG `agno`'s free space (for its free space btrees, which must
     /// not change the shape of the free space they describe more than necessary).
-    pub(crate) fn from_ag_end(&mut self, agno: u32, n: usize) -> Result<Vec<u32>> {
+    pub(crate) fn take_ag_end(&mut self, agno: u32, n: usize) -> Result<Vec<u32>> {
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
             let Some(&(s, l)) = self.free[agno as usize].last() else {
@@ -223,9 +223,19 @@ mod tests {
         assert_eq!(runs, vec![(34, 990), ((1 << 10) | 5, 10)]);
         assert_eq!(a.free(0), &[(9, 7)]);
         assert_eq!(a.in_ag(0, 2).unwrap(), vec![9, 10]);
-        assert_eq!(a.from_ag_end(1, 1).unwrap(), vec![1023]);
+        assert_eq!(a.take_ag_end(1, 1).unwrap(), vec![1023]);
         a.release(1, 1023);
         assert_eq!(a.free(1).last(), Some(&(15, 1009)));
         assert!(a.stream(5000).is_err());
+    }
+
+    #[test]
+    fn extents_stop_at_the_length_limit() {
+        let mut a = Alloc::new(23, vec![vec![(10, 5_000_000)]]);
+        let runs = a.stream(3_000_000).unwrap();
+        assert_eq!(
+            runs,
+            vec![(10, MAX_EXTENT), (10 + MAX_EXTENT, 3_000_000 - MAX_EXTENT)]
+        );
     }
 }

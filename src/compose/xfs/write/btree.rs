@@ -45,6 +45,10 @@ impl Format {
     }
 }
 
+/// A btree's blocks as `(address, bytes)`, and the `(first key, address)` of each block of its
+/// top level.
+pub(crate) type Built = (Vec<(u64, Vec<u8>)>, Vec<(Vec<u8>, u64)>);
+
 /// Splits `n` items into `parts` counts as even as possible.
 fn even(n: usize, parts: usize) -> Vec<usize> {
     (0..parts)
@@ -79,7 +83,7 @@ pub(crate) fn build(
     daddr: impl Fn(u64) -> u64,
     owner: u64,
     uuid: &[u8; 16],
-) -> (Vec<(u64, Vec<u8>)>, Vec<(Vec<u8>, u64)>) {
+) -> Built {
     let n = recs.len() / f.rec_len;
     let mut out = Vec::new();
     // (first key, address) of each block of the level just built.

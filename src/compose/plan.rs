@@ -6,8 +6,9 @@
 //! will allocate, and file data in whole blocks. What mkfs.xfs takes besides is modelled on
 //! mkfs.xfs 6.1 (4 KiB blocks, 512-byte inodes): the log (max(64 MiB, filesystem / 2048), at
 //! most 2 GiB, or the layout's size), per allocation group its headers, btree roots and free
-//! list, and the root inode chunk. `used` is what the kernel reports used on the finished
-//! filesystem (`df`), plus the log.
+//! list, and the root inode chunk; besides, the writer leaves free in every AG what the kernel
+//! reserves there for its metadata btrees. `used` is what the kernel reports used on the
+//! finished filesystem (`df` of a read-only mount), plus the log.
 
 use anyhow::{bail, Result};
 
@@ -80,10 +81,13 @@ fn ag_metadata(bytes: u64, opts: &XfsOptions) -> u64 {
     agcount(bytes, opts) * (1 + roots) + 8
 }
 
-/// Blocks mkfs.xfs's allocation-group metadata and free lists take, which the content cannot
-/// use.
+/// Blocks the content cannot use: mkfs.xfs's allocation-group metadata and free lists, and in
+/// every AG the kernel's metadata reservation, which the writer leaves free.
 pub fn overhead_blocks(bytes: u64, opts: &XfsOptions) -> u64 {
-    ag_metadata(bytes, opts) + agcount(bytes, opts) * 4
+    let ags = agcount(bytes, opts);
+    let ag_blocks = (bytes / BLOCK).div_ceil(ags);
+    let reflink = opts.profile == crate::compose::layout::XfsProfile::Rhel9;
+    ag_metadata(bytes, opts) + ags * (4 + write::kernel_reserve(ag_blocks, 0, true, reflink))
 }
 
 /// Blocks of an empty filesystem of `bytes` left for content after mkfs.xfs's log and
@@ -200,11 +204,17 @@ mod tests {
             agcount: None,
             log_size: None,
         };
-        // mkfs.xfs 6.1: 1 GiB -> fdblocks 245732; 250 GiB -> 65503972.
-        assert!(available(1 << 30, &o) <= 245_732);
-        assert!(available(1 << 30, &o) > 245_732 - 256);
-        assert!(available(250 << 30, &o) <= 65_503_972);
-        assert!(available(250 << 30, &o) > 65_503_972 - 512);
+        // mkfs.xfs 6.1: 1 GiB -> fdblocks 245732 (4 AGs of 65536 blocks, 4 on each free list);
+        // 250 GiB -> 65503972 (4 AGs of 16384000). The writer leaves the kernel's per-AG
+        // reservation free besides.
+        for (bytes, fdblocks, ag) in [
+            (1u64 << 30, 245_732u64, 65_536u64),
+            (250 << 30, 65_503_972, 16_384_000),
+        ] {
+            let want = fdblocks - 4 * (4 + write::kernel_reserve(ag, 0, true, false));
+            let got = available(bytes, &o);
+            assert!(got <= want && got + 64 > want, "{bytes}: {got} vs {want}");
+        }
     }
 
     #[test]

@@ -66,6 +66,36 @@ pub(crate) fn inode_btree_blocks(chunks: usize, finobt: bool) -> usize {
         }
 }
 
+/// The kernel's `xfs_btree_calc_size`: blocks of a btree of `records` records at the
+/// minimum fill (`leaf_min`, `node_min` entries a block).
+fn calc_size(leaf_min: u64, node_min: u64, records: u64) -> u64 {
+    let mut level = records.div_ceil(leaf_min);
+    let mut blocks = level;
+    while level > 1 {
+        level = level.div_ceil(node_min);
+        blocks += level;
+    }
+    blocks
+}
+
+/// Blocks the kernel reserves in an AG of `ag_blocks` (less `log_blocks` when it holds the log)
+/// for its free inode btree and, with reflink, its reference count btree to grow into (the
+/// per-AG metadata reservation, `xfs_ag_resv_init`), plus a few for the free list. A
+/// read-write mount counts on finding them free in that AG, so the writer leaves them free.
+pub(crate) fn kernel_reserve(ag_blocks: u64, log_blocks: u64, finobt: bool, reflink: bool) -> u64 {
+    let blocks = ag_blocks.saturating_sub(log_blocks);
+    let mut ask = 0;
+    if finobt {
+        // Inode btree records: 16 bytes, pointers 4 + keys 4, 56-byte headers; half full.
+        ask += calc_size(126, 252, blocks * 8 / 64);
+    }
+    if reflink {
+        // Reference count records: 12 bytes.
+        ask += calc_size(168, 252, blocks);
+    }
+    ask + 8
+}
+
 /// Superblock totals.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Totals {

@@ -176,6 +176,33 @@ impl Alloc {
         Ok(out)
     }
 
+    /// Takes up to `n` blocks from the end of AG `agno`'s free space out of the allocator's reach
+    /// (see [`Alloc::give_back`]); returns the extents held.
+    pub(crate) fn hold_back(&mut self, agno: u32, mut n: u64) -> Vec<(u32, u32)> {
+        let v = &mut self.free[agno as usize];
+        let mut held = Vec::new();
+        while n > 0 {
+            let Some(last) = v.last_mut() else { break };
+            let take = u64::from(last.1).min(n) as u32;
+            last.1 -= take;
+            held.push((last.0 + last.1, take));
+            if last.1 == 0 {
+                v.pop();
+            }
+            n -= u64::from(take);
+        }
+        held
+    }
+
+    /// Returns extents [`Alloc::hold_back`] held to AG `agno`'s free space.
+    pub(crate) fn give_back(&mut self, agno: u32, held: &[(u32, u32)]) {
+        for &(s, l) in held {
+            for b in s..s + l {
+                self.release(agno, b);
+            }
+        }
+    }
+
     /// Gives block `agbno` of AG `agno` back to the free space.
     pub(crate) fn release(&mut self, agno: u32, agbno: u32) {
         let v = &mut self.free[agno as usize];
@@ -227,6 +254,17 @@ mod tests {
         a.release(1, 1023);
         assert_eq!(a.free(1).last(), Some(&(15, 1009)));
         assert!(a.stream(5000).is_err());
+    }
+
+    #[test]
+    fn held_space_is_not_allocated_and_comes_back() {
+        let mut a = Alloc::new(10, vec![vec![(5, 10), (100, 20)]]);
+        let held = a.hold_back(0, 25);
+        assert_eq!(held, vec![(100, 20), (10, 5)]);
+        assert_eq!(a.free(0), &[(5, 5)]);
+        assert_eq!(a.free_ahead(0), 5);
+        a.give_back(0, &held);
+        assert_eq!(a.free(0), &[(5, 10), (100, 20)]);
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //!    or in a remote block) and writes their blocks right after the inode chunks;
 //! 5. allocates file data in content order (the order entries were added), each file one run
 //!    split only where free space ends, so a source read front to back is written front to back;
+//!    each AG keeps free the blocks the kernel reserves there for its free inode (and, with
+//!    reflink, reference count) btree, as a kernel-written filesystem would;
 //! 6. writes extent btrees for forks with more extents than the inode holds (`btree`), then every
 //!    inode chunk (`inode`), then rebuilds each AG's inode and free space btrees, the AGF and AGI
 //!    counters and the superblock totals (`ag`).
@@ -40,7 +42,8 @@ use super::{Fill, Run};
 use crate::compose::content::{Content, Kind, Time};
 use crate::compose::xfs::ondisk::{
     update_crc, Superblock, Xfs, INCOMPAT_BIGTIME_BIT, INCOMPAT_SPINODES_BIT, RO_COMPAT_FINOBT,
-    RO_COMPAT_INOBTCNT, SB_CRC_OFFSET, SB_FDBLOCKS_OFFSET, SB_ICOUNT_OFFSET, SB_IFREE_OFFSET,
+    RO_COMPAT_INOBTCNT, RO_COMPAT_REFLINK, SB_CRC_OFFSET, SB_FDBLOCKS_OFFSET, SB_ICOUNT_OFFSET,
+    SB_IFREE_OFFSET,
 };
 use ag::{Chunk, Geometry, INOBT};
 use alloc::Alloc;
@@ -52,6 +55,7 @@ use tree::{DataShape, Forks, What};
 
 /// Filesystem block size of every filesystem prestage writes.
 pub(crate) const BLOCK: usize = 4096;
+pub(crate) use ag::kernel_reserve;
 /// Inode size of every filesystem prestage writes.
 pub(crate) const INODE: usize = 512;
 /// Inodes per chunk.
@@ -315,8 +319,23 @@ pub(crate) fn populate(
     let agino_bits = sb.agblklog + sb.inopblog;
     let ino_of = |agno: u32, agino: u32| (u64::from(agno) << agino_bits) | u64::from(agino);
 
-    // Inode numbers: the root chunk's free slots, then new chunks.
+    // The kernel's per-AG metadata reservation stays free in every AG.
     let mut alloc = Alloc::new(sb.agblklog, free);
+    let reflink = sb.features_ro_compat & RO_COMPAT_REFLINK != 0;
+    let log_ag = (sb.log_start_fsb >> sb.agblklog) as u32;
+    let held: Vec<Vec<(u32, u32)>> = (0..agcount)
+        .map(|a| {
+            let log = if sb.log_start_fsb != 0 && a == log_ag {
+                u64::from(sb.log_blocks)
+            } else {
+                0
+            };
+            let r = ag::kernel_reserve(u64::from(fs.ag_length(a)), log, g.finobt, reflink);
+            alloc.hold_back(a, r)
+        })
+        .collect();
+
+    // Inode numbers: the root chunk's free slots, then new chunks.
     let mut chunks: Vec<Vec<Chunk>> = vec![Vec::new(); agcount as usize];
     let mut root_chunk = Chunk {
         startino: rc.startino,
@@ -534,6 +553,9 @@ pub(crate) fn populate(
 
     // AG btrees and headers, then the superblock's totals.
     out.flush()?;
+    for (a, h) in held.iter().enumerate() {
+        alloc.give_back(a as u32, h);
+    }
     let mut totals = ag::Totals::default();
     for a in 0..agcount as usize {
         let (count, freecount) = ag::write_inode_btrees(

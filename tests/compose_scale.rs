@@ -4,7 +4,9 @@
 //! `xfs_repair -n` finds them clean, that the kernel (read-only mount) sees exactly the source
 //! tree (names, types, modes, bytes, targets, hard-link identity), that `prestage verify`
 //! accepts them, and that `plan`'s estimate of the space used is within 1% of what the kernel
-//! reports (`df`, plus the log). The 300,000-entry case runs in `cargo xtask bench compose`.
+//! reports (`df`, plus the log). A directory of 260,000 names, from a tar, needs two levels of
+//! da-btree nodes above its hash leaves: `xfs_repair -n` checks them and the kernel finds names
+//! through them. The 300,000-entry tree runs in `cargo xtask bench compose`.
 
 #[macro_use]
 mod common;
@@ -171,4 +173,76 @@ fn a_tree_of_thirty_thousand_entries() {
             "the inode btree needs more than one block"
         );
     });
+}
+
+/// A ustar header of an empty regular file.
+fn empty_member(name: &str) -> [u8; 512] {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[100..107].copy_from_slice(b"0000644");
+    h[108..115].copy_from_slice(b"0000000");
+    h[116..123].copy_from_slice(b"0000000");
+    h[124..135].copy_from_slice(b"00000000000");
+    h[136..147].copy_from_slice(b"14577030000");
+    h[156] = b'0';
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].fill(b' ');
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    h
+}
+
+#[test]
+fn a_directory_with_two_levels_of_hash_nodes() {
+    require_root("looking names up through a kernel mount");
+    let dir = scratch("scale-deep");
+    let n = 260_000;
+    let name = |i: usize| format!("huge/name-{i:07}-{}", i % 997);
+    let mut t = Vec::with_capacity((n + 3) * 512);
+    for i in 0..n {
+        t.extend_from_slice(&empty_member(&name(i)));
+    }
+    t.extend_from_slice(&[0u8; 1024]);
+    let tar = dir.path().join("huge.tar");
+    std::fs::write(&tar, &t).expect("writing the archive");
+    drop(t);
+    let layout = write_layout(dir.path(), "scale.toml", LAYOUT);
+    let img = dir.path().join("huge.raw");
+    compose_ok(&layout, &[("data", &tar)], &img);
+    let part = locate(&img, &layout, "data");
+    let pf = dir.path().join("huge.xfs");
+    extract_partition(&img, part, &pf);
+    assert_xfs_repair_clean(&pf);
+    let root = xfs_db(
+        &pf,
+        &[
+            "path /huge",
+            "dblock 8388608",
+            "print nhdr.level nhdr.count",
+        ],
+    );
+    assert_eq!(
+        xfs_db_field(&root, "nhdr.level"),
+        "2",
+        "two node levels: {root}"
+    );
+    note!(
+        "xfs_db: /huge's da-btree root: {}",
+        root.trim().replace('\n', ", ")
+    );
+    std::fs::remove_file(&pf).expect("removing the extracted partition");
+    let m = Mount::read_only(&img, part, "xfs");
+    for i in (0..n).step_by(9973).chain([n - 1]) {
+        let p = m.path().join(name(i));
+        assert!(p.is_file(), "the kernel does not find {}", p.display());
+    }
+    assert!(!m.path().join("huge/name-0000000-1").exists());
+    let count = std::fs::read_dir(m.path().join("huge"))
+        .expect("ls")
+        .count();
+    assert_eq!(count, n);
+    drop(m);
+    note!("kernel mount: {count} names listed, 28 looked up by name through the hash index");
+    verify_ok(&img);
 }

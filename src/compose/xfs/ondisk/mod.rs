@@ -49,7 +49,7 @@ mod inode;
 mod sb;
 mod symlink;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 use anyhow::{ensure, Context, Result};
 

@@ -74,7 +74,7 @@ impl Alloc {
     }
 
     /// Removes `[agbno, agbno + len)` from AG `agno`'s free extents (it must be free).
-    fn take(&mut self, agno: u32, agbno: u32, len: u32) {
+    pub(crate) fn take(&mut self, agno: u32, agbno: u32, len: u32) {
         let v = &mut self.free[agno as usize];
         let Some(i) = v
             .iter()

@@ -717,3 +717,61 @@ pub fn usage(content: &Content, extent_blocks: u64) -> Result<Usage> {
     }
     Ok(u)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compose::xfs::ondisk::test_support::{Image, MIB};
+
+    /// Free space cut into more extents than a btree block holds gets multi-level free space
+    /// btrees, which the reader and xfs_db walk to the same extents and totals.
+    #[test]
+    fn free_space_btrees_of_many_extents() {
+        let img = Image::new();
+        img.mkfs("x\n0 0\nd--755 0 0\n$\n", 512 * MIB, &[]);
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .open(&img.path)
+            .unwrap();
+        let fs = Xfs::open(&f).unwrap();
+        let sb = fs.sb().clone();
+        let free: Vec<Vec<(u32, u32)>> = (0..sb.ag_count)
+            .map(|a| fs.free_extents(a).unwrap())
+            .collect();
+        let agf = fs.agf(1).unwrap();
+        let mut alloc = Alloc::new(sb.agblklog, free);
+        let (start, _) = alloc.free(1)[0];
+        for i in 0..700 {
+            alloc.take(1, start + 2 * i, 1);
+        }
+        let g = Geometry {
+            sb: &sb,
+            finobt: true,
+            inobtcount: false,
+        };
+        let mut out = Out::new(&f);
+        let share = ag::write_free_space(&mut out, &f, &g, &agf, &mut alloc).unwrap();
+        out.flush().unwrap();
+        let want = alloc.free(1).to_vec();
+        assert!(want.len() > 600, "{}", want.len());
+        let fs = img.open();
+        assert_eq!(fs.free_extents(1).unwrap(), want);
+        let agf = fs.agf(1).unwrap();
+        let blocks: u32 = want.iter().map(|&(_, l)| l).sum();
+        assert_eq!((agf.bno_level, agf.cnt_level), (2, 2));
+        assert_eq!(agf.freeblks, blocks);
+        assert_eq!(agf.btreeblks, 4, "two leaves besides each root");
+        assert_eq!(share, u64::from(blocks + agf.flcount + agf.btreeblks));
+        // xfs_db counts the free list's blocks as extents of one block too.
+        let (exts, total) = (want.len() as u32 + agf.flcount, blocks + agf.flcount);
+        for flag in ["", "-c "] {
+            let out = img.db(&[&format!("freesp {flag}-s -a 1")]);
+            assert!(
+                out.contains(&format!("total free extents {exts}"))
+                    && out.contains(&format!("total free blocks {total}")),
+                "xfs_db freesp {flag}: {out}"
+            );
+        }
+    }
+}

@@ -3,11 +3,12 @@
 //! The GPT is read and checked; each XFS partition is opened through its own on-disk metadata
 //! (superblock, inodes, directories, extent maps, all checksummed), its manifest is read from
 //! `/.prestage/manifest.json`, and every entry of the tree is compared with it: type, mode,
-//! owner, modification time, every extended attribute (names and values, read from the
-//! attribute fork), symlink target, device numbers, hard-link identity (a further name is the
-//! same inode as the first, and every inode's link count is the number of its names), the root
-//! directory's metadata, and for regular files the size and the sha256 of the bytes read back
-//! through the extent map. No unwritten extent may remain inside a file (it would read as zeros on
+//! owner, modification time (of everything but directories, whose time changes whenever a name
+//! is added or removed, as a loader's scratch directory does on a read-write mount), every
+//! extended attribute (names and values, read from the attribute fork), symlink target, device
+//! numbers, hard-link identity (a further name is the same inode as the first, and every inode's
+//! link count is the number of its names), the root directory's metadata, and for regular files
+//! the size and the sha256 of the bytes read back through the extent map. No unwritten extent may remain inside a file (it would read as zeros on
 //! the node). Entries missing from either side are errors.
 
 use std::collections::{BTreeMap, HashMap};
@@ -268,7 +269,7 @@ pub fn verify_xfs(dev: &dyn ReadAt) -> Result<PartReport> {
             &info,
             &root.mode,
             (root.uid, root.gid),
-            Some((root.mtime, root.mtime_nsec)),
+            None,
             &root.xattrs,
         )?;
     }
@@ -313,7 +314,9 @@ pub fn verify_xfs(dev: &dyn ReadAt) -> Result<PartReport> {
             &info,
             &rec.mode,
             (rec.uid, rec.gid),
-            rec.mtime.map(|s| (s, rec.mtime_nsec)),
+            rec.mtime
+                .filter(|_| info.kind != FileKind::Dir)
+                .map(|s| (s, rec.mtime_nsec)),
             &rec.xattrs,
         )?;
         match info.kind {

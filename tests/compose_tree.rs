@@ -2,8 +2,8 @@
 //! prestage.
 //!
 //! The tree has 2,000+ files across nested directories, directories large enough for each XFS
-//! directory format (short-form, block, leaf, node), an empty file, names a mkfs.xfs protofile
-//! cannot spell (spaces, a tab, a leading `:`, the name `$`) also inside node-format directories,
+//! directory format (short-form, block, leaf, node), an empty file, names that stress name
+//! handling (spaces, a tab, a leading `:`, the name `$`) also inside node-format directories,
 //! UTF-8 names, 255-byte names, relative symlinks (one with a space in its target, remote
 //! symlinks with 300+ byte targets) and modes 0600, 0755, 04755, 02755 and a 01777 directory.
 //!
@@ -201,7 +201,7 @@ fn compose(dir: &Path, tree: &Tree, name: &str) -> PathBuf {
 fn check_manifest(mnt: &Path, tree: &Tree) {
     let text = std::fs::read(mnt.join(".prestage/manifest.json")).expect("reading the manifest");
     let m: serde_json::Value = serde_json::from_slice(&text).expect("the manifest is JSON");
-    assert_eq!(m["format"], "prestage-manifest/1");
+    assert_eq!(m["format"], "prestage-manifest/2");
     let entries = m["entries"].as_array().expect("entries");
     let by_path: BTreeMap<&str, &serde_json::Value> = entries
         .iter()
@@ -229,7 +229,7 @@ fn check_manifest(mnt: &Path, tree: &Tree) {
         "entries not owned by 0:0"
     );
     note!(
-        "manifest: {} entries (every source entry), format prestage-manifest/1, owners 0:0",
+        "manifest: {} entries (every source entry), format prestage-manifest/2, owners 0:0",
         entries.len()
     );
 }

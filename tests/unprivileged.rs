@@ -8,7 +8,6 @@
 mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -31,35 +30,6 @@ filesystem = "xfs"
 fn nobody_uid() -> u32 {
     let r = run(Command::new("id").args(["-u", "nobody"])).success();
     r.stdout.trim().parse().expect("uid of nobody")
-}
-
-/// A command that runs `program` as nobody:nogroup with no supplementary groups.
-fn as_nobody(program: &Path) -> Command {
-    let mut c = Command::new(require("setpriv", "util-linux"));
-    c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
-        .arg(program);
-    c
-}
-
-/// The prestage binary at a path nobody can execute: the build's own when nobody can reach it,
-/// otherwise a copy in `dir`.
-fn binary_for_nobody(dir: &Path) -> PathBuf {
-    let own = bin();
-    let r = run(as_nobody(&own).arg("--version"));
-    if r.status.success() {
-        note!("nobody can run {}", own.display());
-        return own;
-    }
-    let copy = dir.join("prestage");
-    std::fs::copy(&own, &copy).expect("copying the binary");
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    note!(
-        "nobody cannot run {} ({}); using a copy at {}",
-        own.display(),
-        r.stderr.trim(),
-        copy.display()
-    );
-    copy
 }
 
 #[test]

@@ -210,12 +210,12 @@ impl Prepared {
         for &f in &req.formats {
             let p = self.payload(f, &extra(f)?, req.mtime)?;
             let mut c = p.content.clone();
-            manifest::reserve(&mut c)?;
+            manifest::reserve(&mut c, req.mtime)?;
             formats.push(FormatPlan {
                 format: f,
                 files: c.entries().filter(|e| e.size > 0).count(),
                 payload_bytes: p.bytes,
-                fit: plan::fit(bytes, opts, &c),
+                fit: plan::fit(bytes, opts, &c)?,
             });
         }
         let store = &self.resolution.store;

@@ -43,8 +43,10 @@ pub struct ComposeArgs {
     /// Layout: a built-in name (demo, sno-seed, sno-250g) or a layout file (layouts/*.toml).
     #[arg(long, value_name = "NAME|FILE")]
     pub layout: String,
-    /// Content for a partition: LABEL=DIR (repeatable).
-    #[arg(long, value_name = "LABEL=DIR")]
+    /// Content for a partition: LABEL=DIR or LABEL=FILE.tar (an uncompressed tar archive,
+    /// read in place: owners, modes, times, attributes, devices and hard links as it records
+    /// them). Repeatable.
+    #[arg(long, value_name = "LABEL=DIR|FILE.tar")]
     pub content: Vec<String>,
     /// Output image; `.qcow2` selects qcow2, anything else raw.
     #[arg(short, long)]
@@ -52,9 +54,13 @@ pub struct ComposeArgs {
     /// Output format, overriding the extension.
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
-    /// Owner of the content's files in the image.
+    /// Owner of a directory's files in the image (a tar archive's owners are always kept).
     #[arg(long, value_enum, default_value = "root")]
     pub owners: OwnersArg,
+    /// Copy a directory's extended attributes (those this user can read; `trusted.*` need
+    /// root) into the image (a tar archive's are always kept).
+    #[arg(long)]
+    pub xattrs: bool,
 }
 
 /// `prestage verify` arguments.
@@ -72,10 +78,10 @@ pub fn compose(a: ComposeArgs, mtime: i64) -> Result<()> {
     let mut contents = Vec::new();
     for c in &a.content {
         let Some((label, dir)) = c.split_once('=') else {
-            bail!("--content {c}: expected LABEL=DIR");
+            bail!("--content {c}: expected LABEL=DIR or LABEL=FILE.tar");
         };
         if label.is_empty() || dir.is_empty() {
-            bail!("--content {c}: expected LABEL=DIR");
+            bail!("--content {c}: expected LABEL=DIR or LABEL=FILE.tar");
         }
         contents.push((label.to_string(), PathBuf::from(dir)));
     }
@@ -88,6 +94,7 @@ pub fn compose(a: ComposeArgs, mtime: i64) -> Result<()> {
             OwnersArg::Root => Owners::Root,
             OwnersArg::Keep => Owners::Keep,
         },
+        xattrs: a.xattrs,
         mtime,
     };
     let s = super::compose(&req)?;

@@ -219,7 +219,7 @@ impl Partition {
 /// The filesystem a partition receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Filesystem {
-    /// XFS, filled by reserve-and-fill.
+    /// XFS: mkfs.xfs's empty filesystem, populated by prestage's writer.
     Xfs(XfsOptions),
     /// FAT (mkfs.fat + mcopy), for small config or EFI partitions.
     Vfat,

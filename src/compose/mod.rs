@@ -8,8 +8,9 @@
 //!
 //! - [`layout`]: layout files, resolved to exact sectors;
 //! - [`content`], [`manifest`]: what goes into a partition, and `/.prestage/manifest.json`;
+//!   [`tarfile`]: content from a tar archive, read in place;
 //! - [`plan`]: the blocks a content set needs in XFS, before anything is written;
-//! - [`xfs`]: reserve-and-fill XFS (protofile, mkfs.xfs, the on-disk reader, finishing);
+//! - [`xfs`]: XFS (mkfs.xfs for the empty filesystem, prestage's writer, the on-disk reader);
 //! - `vfat`: FAT partitions; `gpt`: the partition table;
 //! - [`emit`]: raw and qcow2 writers and readers; [`bmap`]: bmaptool block maps of raw images;
 //!   `diskio`: positioned reads, partition windows;
@@ -31,6 +32,7 @@ pub mod manifest;
 pub mod output;
 mod pipeline;
 pub mod plan;
+pub mod tarfile;
 pub mod verify;
 pub(crate) mod vfat;
 mod write;

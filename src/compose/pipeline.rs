@@ -7,7 +7,8 @@
 //! 2. take the output's lock (removing what a dead run left for it, see [`output`]) and check
 //!    that the output filesystem holds at least the content's bytes and the XFS logs;
 //! 3. build each partition's filesystem in a sparse partition-sized file in a private work
-//!    directory beside the output (XFS: reserve-and-fill metadata; vfat: mkfs.fat + mtools);
+//!    directory beside the output (XFS: mkfs.xfs's empty filesystem populated by prestage's own
+//!    writer; vfat: mkfs.fat + mtools);
 //! 4. check that the output filesystem holds what the image will allocate, then write the image
 //!    under a temporary name in one pass ([`write`]): every byte read once, written once, in
 //!    disk order, each file hashed on the way (and checked against the digest it is named by),
@@ -44,7 +45,7 @@ use crate::compose::xfs;
 pub struct Request {
     /// The layout.
     pub layout: Layout,
-    /// Content per partition label.
+    /// Content per partition label: a directory, or a tar archive (a regular file).
     pub contents: Vec<(String, PathBuf)>,
     /// Output path.
     pub output: PathBuf,
@@ -52,6 +53,8 @@ pub struct Request {
     pub format: Option<Format>,
     /// Owner mapping for walked content.
     pub owners: Owners,
+    /// Read walked content's extended attributes.
+    pub xattrs: bool,
     /// Timestamp given to every inode (seconds since the epoch).
     pub mtime: i64,
 }
@@ -105,7 +108,11 @@ pub fn compose(req: &Request) -> Result<Summary> {
         if contents.contains_key(label) {
             bail!("--content {label}=...: given twice");
         }
-        let c = Content::from_dir(dir, req.owners)?;
+        let c = if dir.is_file() {
+            Content::from_tar(dir)?
+        } else {
+            Content::from_dir_with(dir, req.owners, req.xattrs)?
+        };
         contents.insert(label.clone(), c);
     }
     let format = req.format.unwrap_or_else(|| Format::from_path(&req.output));
@@ -157,7 +164,7 @@ pub fn compose_contents_with(
         let c = contents.entry(p.label.clone()).or_default();
         match &p.filesystem {
             Filesystem::Xfs(opts) => {
-                manifest::reserve(c).with_context(|| format!("partition `{}`", p.label))?;
+                manifest::reserve(c, mtime).with_context(|| format!("partition `{}`", p.label))?;
                 plan::check_fits(&p.label, p.size(ss), opts, c)?;
             }
             Filesystem::Vfat => vfat::check(&p.label, p.size(ss), c)?,

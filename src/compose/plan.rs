@@ -1,38 +1,36 @@
 //! Size planning: what a content set needs in an XFS filesystem, computed before anything is
 //! written, so that a partition that is too small fails at once with both numbers.
 //!
-//! The estimate counts data blocks per file, directory blocks per directory (short-form
-//! directories live in the inode), inode chunks, remote symlink blocks and the log and
-//! allocation-group overhead mkfs.xfs takes from the partition, plus headroom. It is calibrated on
-//! mkfs.xfs 6.1 output (4 KiB blocks, 512-byte inodes): overhead besides the log is a few blocks
-//! per allocation group; the default log is max(64 MiB, filesystem / 2048), at most 2 GiB.
+//! The content's blocks come from the XFS writer's own sizing rules ([`write::usage`]): the
+//! same inode chunks, directory forms, attribute leaves, remote symlinks and extent btrees it
+//! will allocate, and file data in whole blocks. What mkfs.xfs takes besides is modelled on
+//! mkfs.xfs 6.1 (4 KiB blocks, 512-byte inodes): the log (max(64 MiB, filesystem / 2048), at
+//! most 2 GiB, or the layout's size), per allocation group its headers, btree roots and free
+//! list, and the root inode chunk; besides, the writer leaves free in every AG what the kernel
+//! reserves there for its metadata btrees. `used` is what the kernel reports used on the
+//! finished filesystem (`df` of a read-only mount), plus the log.
 
 use anyhow::{bail, Result};
 
-use crate::compose::content::{Content, Kind};
+use crate::compose::content::Content;
 use crate::compose::layout::{human, XfsOptions};
+use crate::compose::xfs::write;
 
 /// XFS block size used for every filesystem prestage makes.
 pub const BLOCK: u64 = 4096;
 /// Inode size used for every filesystem prestage makes.
 pub const INODE: u64 = 512;
-/// Bytes of a directory entry in a data block: inumber, namelen, name, ftype, tag, 8-aligned.
-fn dirent_bytes(name_len: u64) -> u64 {
-    (8 + 1 + name_len + 1 + 2).div_ceil(8) * 8
-}
-/// Space in a 512-byte v3 inode's literal area for a short-form directory or inline symlink.
-const INLINE_BYTES: u64 = INODE - 176;
 
 /// What a content set needs, in blocks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Needs {
     /// Regular file data.
     pub data: u64,
-    /// Directory blocks (data, leaf and free-index blocks).
+    /// Directory blocks (data, leaf, node and free-index blocks).
     pub dirs: u64,
     /// Inode chunks and inode btrees.
     pub inodes: u64,
-    /// Remote symlink blocks and extent btree blocks.
+    /// Attribute blocks, remote symlink blocks and extent btree blocks.
     pub other: u64,
 }
 
@@ -43,48 +41,15 @@ impl Needs {
     }
 }
 
-/// Estimates the blocks `content` needs in an XFS filesystem.
-pub fn needs(content: &Content) -> Needs {
-    let mut n = Needs::default();
-    let mut inodes = 1u64; // the root directory
-    for kids in content.children().values() {
-        let bytes: u64 = kids
-            .iter()
-            .map(|e| dirent_bytes(e.name().len() as u64))
-            .sum::<u64>()
-            + 32;
-        let sf_bytes: u64 = 6 + kids
-            .iter()
-            .map(|e| 3 + e.name().len() as u64 + 1 + 4)
-            .sum::<u64>();
-        if sf_bytes > INLINE_BYTES {
-            let data_blocks = (bytes * 11 / 10).div_ceil(BLOCK - 64).max(1);
-            let leaf = if data_blocks > 1 {
-                (kids.len() as u64 * 8).div_ceil(BLOCK - 64) + 2
-            } else {
-                0
-            };
-            n.dirs += data_blocks + leaf;
-        }
-    }
-    for e in content.entries() {
-        inodes += 1;
-        match &e.kind {
-            Kind::File => {
-                let blocks = e.size.div_ceil(BLOCK);
-                n.data += blocks;
-                // One extent btree block per ~250 extents of 8 GiB at most; large files only.
-                n.other += blocks / (250 * (8 << 30) / BLOCK);
-            }
-            Kind::Symlink(t) if t.len() as u64 > INLINE_BYTES => {
-                n.other += (t.len() as u64).div_ceil(BLOCK - 56)
-            }
-            _ => {}
-        }
-    }
-    let chunks = inodes.div_ceil(64);
-    n.inodes = chunks * 64 * INODE / BLOCK + 2 * chunks.div_ceil(200) + 8;
-    n
+/// The blocks `content` needs in an XFS filesystem, by the writer's own rules.
+pub fn needs(content: &Content) -> Result<Needs> {
+    let u = write::usage(content, u64::MAX)?;
+    Ok(Needs {
+        data: u.data_blocks,
+        dirs: u.dir_blocks,
+        inodes: u.inode_blocks,
+        other: u.attr_blocks + u.symlink_blocks + u.btree_blocks,
+    })
 }
 
 /// Blocks of the internal log mkfs.xfs makes in a filesystem of `bytes`.
@@ -100,12 +65,29 @@ pub fn log_bytes(bytes: u64, opts: &XfsOptions) -> u64 {
     log_blocks(bytes, opts) * BLOCK
 }
 
-/// Blocks of allocation-group headers and free-space btree roots mkfs.xfs takes.
+/// Allocation groups mkfs.xfs makes in a filesystem of `bytes`.
+fn agcount(bytes: u64, opts: &XfsOptions) -> u64 {
+    opts.agcount
+        .map_or_else(|| (bytes.div_ceil(1 << 40)).max(4), u64::from)
+}
+
+/// Blocks of allocation-group metadata in use on a new filesystem: headers, btree roots (a
+/// refcount btree root too with reflink), and the root inode chunk.
+fn ag_metadata(bytes: u64, opts: &XfsOptions) -> u64 {
+    let roots = match opts.profile {
+        crate::compose::layout::XfsProfile::Rhel8 => 4,
+        crate::compose::layout::XfsProfile::Rhel9 => 5,
+    };
+    agcount(bytes, opts) * (1 + roots) + 8
+}
+
+/// Blocks the content cannot use: mkfs.xfs's allocation-group metadata and free lists, and in
+/// every AG the kernel's metadata reservation, which the writer leaves free.
 pub fn overhead_blocks(bytes: u64, opts: &XfsOptions) -> u64 {
-    let agcount = opts
-        .agcount
-        .map_or_else(|| (bytes.div_ceil(1 << 40)).max(4), u64::from);
-    agcount * 16 + 64
+    let ags = agcount(bytes, opts);
+    let ag_blocks = (bytes / BLOCK).div_ceil(ags);
+    let reflink = opts.profile == crate::compose::layout::XfsProfile::Rhel9;
+    ag_metadata(bytes, opts) + ags * (4 + write::kernel_reserve(ag_blocks, 0, true, reflink))
 }
 
 /// Blocks of an empty filesystem of `bytes` left for content after mkfs.xfs's log and
@@ -136,7 +118,8 @@ pub struct Fit {
     pub needed: u64,
     /// What the partition offers after the log and overhead.
     pub available: u64,
-    /// Space the filesystem will use once filled (log, overhead, data, metadata).
+    /// Space the filesystem will use once filled: the log, and what the kernel reports used
+    /// (`df`: allocation-group metadata, the blocks it sets aside, data, metadata).
     pub used: u64,
     /// Whether it fits.
     pub fits: bool,
@@ -145,8 +128,8 @@ pub struct Fit {
 }
 
 /// How `content` fits a partition of `bytes` with these options.
-pub fn fit(bytes: u64, opts: &XfsOptions, content: &Content) -> Fit {
-    let n = needs(content);
+pub fn fit(bytes: u64, opts: &XfsOptions, content: &Content) -> Result<Fit> {
+    let n = needs(content)?;
     let need = n.total() + headroom(n.total());
     let avail = available(bytes, opts);
     // The smallest size in MiB whose available blocks cover the need (available grows with
@@ -165,7 +148,7 @@ pub fn fit(bytes: u64, opts: &XfsOptions, content: &Content) -> Fit {
             lo = mid + 1;
         }
     }
-    Fit {
+    Ok(Fit {
         partition: bytes,
         data: n.data * BLOCK,
         metadata: (n.dirs + n.inodes + n.other) * BLOCK,
@@ -174,10 +157,14 @@ pub fn fit(bytes: u64, opts: &XfsOptions, content: &Content) -> Fit {
         headroom: headroom(n.total()) * BLOCK,
         needed: need * BLOCK,
         available: avail * BLOCK,
-        used: (log_blocks(bytes, opts) + overhead_blocks(bytes, opts) + n.total()) * BLOCK,
+        used: (log_blocks(bytes, opts)
+            + ag_metadata(bytes, opts)
+            + 8 * agcount(bytes, opts)
+            + n.total())
+            * BLOCK,
         fits: need <= avail && bytes >= MIN_XFS_BYTES,
         smallest_partition: lo * mib,
-    }
+    })
 }
 
 /// Headroom kept free: 1% of the need, at least 16 MiB.
@@ -187,7 +174,7 @@ pub fn headroom(need_blocks: u64) -> u64 {
 
 /// Fails unless `content` fits a partition of `bytes` with these options.
 pub fn check_fits(label: &str, bytes: u64, opts: &XfsOptions, content: &Content) -> Result<Needs> {
-    let n = needs(content);
+    let n = needs(content).map_err(|e| anyhow::anyhow!("partition `{label}`: {e:#}"))?;
     let need = n.total() + headroom(n.total());
     let avail = available(bytes, opts);
     if need > avail {
@@ -217,11 +204,17 @@ mod tests {
             agcount: None,
             log_size: None,
         };
-        // mkfs.xfs 6.1: 1 GiB -> fdblocks 245732; 250 GiB -> 65503972.
-        assert!(available(1 << 30, &o) <= 245_732);
-        assert!(available(1 << 30, &o) > 245_732 - 256);
-        assert!(available(250 << 30, &o) <= 65_503_972);
-        assert!(available(250 << 30, &o) > 65_503_972 - 512);
+        // mkfs.xfs 6.1: 1 GiB -> fdblocks 245732 (4 AGs of 65536 blocks, 4 on each free list);
+        // 250 GiB -> 65503972 (4 AGs of 16384000). The writer leaves the kernel's per-AG
+        // reservation free besides.
+        for (bytes, fdblocks, ag) in [
+            (1u64 << 30, 245_732u64, 65_536u64),
+            (250 << 30, 65_503_972, 16_384_000),
+        ] {
+            let want = fdblocks - 4 * (4 + write::kernel_reserve(ag, 0, true, false));
+            let got = available(bytes, &o);
+            assert!(got <= want && got + 64 > want, "{bytes}: {got} vs {want}");
+        }
     }
 
     #[test]
@@ -240,12 +233,15 @@ mod tests {
                 Source::Bytes(Default::default()),
             ))
             .unwrap();
-            let f = fit(1 << 30, &o, &c);
+            let f = fit(1 << 30, &o, &c).unwrap();
             assert_eq!(f.data, size.div_ceil(BLOCK) * BLOCK);
             assert!(f.smallest_partition >= MIN_XFS_BYTES);
-            assert!(fit(f.smallest_partition, &o, &c).fits, "{f:?}");
+            assert!(fit(f.smallest_partition, &o, &c).unwrap().fits, "{f:?}");
             if f.smallest_partition > MIN_XFS_BYTES.div_ceil(1 << 20) << 20 {
-                assert!(!fit(f.smallest_partition - (1 << 20), &o, &c).fits, "{f:?}");
+                assert!(
+                    !fit(f.smallest_partition - (1 << 20), &o, &c).unwrap().fits,
+                    "{f:?}"
+                );
             }
             assert_eq!(f.fits, check_fits("data", 1 << 30, &o, &c).is_ok());
         }

@@ -3,9 +3,14 @@
 //! The GPT is read and checked; each XFS partition is opened through its own on-disk metadata
 //! (superblock, inodes, directories, extent maps, all checksummed), its manifest is read from
 //! `/.prestage/manifest.json`, and every entry of the tree is compared with it: type, mode,
-//! owner, symlink target, and for regular files the size and the sha256 of the bytes read back
-//! through the extent map. No unwritten extent may remain inside a file (it would read as zeros on
-//! the node). Entries missing from either side are errors.
+//! owner, modification time (of everything but directories, whose time changes whenever a name
+//! is added or removed, as a loader's scratch directory does on a read-write mount), every
+//! extended attribute (names and values, read from the attribute fork), symlink target, device
+//! numbers, hard-link identity (a further name is the same inode as the first, and every inode's
+//! link count is the number of its names), the root directory's metadata, and for regular files
+//! //! the size and the sha256 of the bytes read back through the extent map. No unwritten extent
+//! may remain inside a file (it would read as zeros on the node). Entries missing from either
+//! side are errors.
 //!
 //! [`verify_written`] is the same check for an image compose has just written, whose every
 //! file was hashed while its bytes were written: instead of reading the bytes again, each file's
@@ -14,16 +19,17 @@
 //! pass (each run written once, no two pieces overlapping), that proves what re-reading would:
 //! the bytes each inode maps are the bytes that hashed to the digest its manifest record gives.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::compose::content::Xattrs;
 use crate::compose::diskio::{ReadAt, Window};
 use crate::compose::gpt;
 use crate::compose::manifest::{self, Manifest, Record};
-use crate::compose::xfs::ondisk::{FileKind, Xfs};
+use crate::compose::xfs::ondisk::{FileKind, InodeInfo, Xfs};
 use crate::compose::xfs::{Fill, Run};
 
 /// A file whose bytes, read back through the image, do not hash to what its manifest says.
@@ -147,6 +153,10 @@ fn kind_name(k: &FileKind) -> &'static str {
         FileKind::File => "file",
         FileKind::Dir => "dir",
         FileKind::Symlink => "symlink",
+        FileKind::Other(0o020000) => "char",
+        FileKind::Other(0o060000) => "block",
+        FileKind::Other(0o010000) => "fifo",
+        FileKind::Other(0o140000) => "socket",
         FileKind::Other(_) => "special file",
     }
 }
@@ -200,6 +210,78 @@ fn hash_all<R: ReadAt + Sync>(fs: &Xfs<R>, jobs: &[(&str, u64, String)]) -> Resu
         }
         first_err.map_or(Ok(()), Err)
     })
+}
+
+/// The attributes of inode `ino` as a map, refusing a name that appears twice.
+fn xattrs_of<R: ReadAt>(fs: &Xfs<R>, path: &str, ino: u64) -> Result<Xattrs> {
+    let (_, list) = fs
+        .xattrs(ino)
+        .with_context(|| format!("{path}: reading the extended attributes"))?;
+    let mut out = Xattrs::new();
+    for x in list {
+        let name = String::from_utf8(x.name).map_err(|e| {
+            anyhow::anyhow!(
+                "{path}: attribute name {:?} is not UTF-8",
+                String::from_utf8_lossy(e.as_bytes())
+            )
+        })?;
+        if out.insert(name.clone(), x.value).is_some() {
+            bail!("{path}: attribute `{name}` is stored twice");
+        }
+    }
+    Ok(out)
+}
+
+/// Checks the metadata every kind of inode has: mode, owner, time (when the manifest gives
+/// it) and extended attributes.
+#[allow(clippy::too_many_arguments)]
+fn check_meta<R: ReadAt>(
+    fs: &Xfs<R>,
+    path: &str,
+    ino: u64,
+    info: &InodeInfo,
+    mode: &str,
+    owner: (u32, u32),
+    mtime: Option<(i64, u32)>,
+    xattrs: &BTreeMap<String, String>,
+) -> Result<()> {
+    let got = format!("{:04o}", info.mode & 0o7777);
+    if got != mode || (info.uid, info.gid) != owner {
+        bail!(
+            "{path}: mode {got} owner {}:{}, the manifest says mode {mode} owner {}:{}",
+            info.uid,
+            info.gid,
+            owner.0,
+            owner.1
+        );
+    }
+    if let Some(t) = mtime {
+        if info.mtime != t {
+            bail!(
+                "{path}: modified at {}.{:09}, the manifest says {}.{:09}",
+                info.mtime.0,
+                info.mtime.1,
+                t.0,
+                t.1
+            );
+        }
+    }
+    let want = manifest::decode_xattrs(path, xattrs)?;
+    let got = xattrs_of(fs, path, ino)?;
+    if got != want {
+        let name = got
+            .iter()
+            .find(|(k, v)| want.get(*k) != Some(v))
+            .or_else(|| want.iter().find(|(k, v)| got.get(*k) != Some(v)))
+            .map_or(String::new(), |(k, _)| k.clone());
+        bail!(
+            "{path}: extended attribute `{name}` differs from the manifest ({} attributes in the \
+             image, {} in the manifest)",
+            got.len(),
+            want.len()
+        );
+    }
+    Ok(())
 }
 
 /// Checks that a file's extents map exactly the runs its bytes were written to: the same
@@ -277,11 +359,16 @@ fn verify_xfs_with(dev: &dyn ReadAt, bytes: Bytes) -> Result<PartReport> {
     let fs = Xfs::open(dev).context("reading the XFS superblock")?;
     let walk = fs.walk().context("walking the directory tree")?;
     let mut by_path = BTreeMap::new();
-    for w in &walk {
-        let p = String::from_utf8(w.path.clone()).map_err(|_| {
-            anyhow::anyhow!("{:?}: name is not UTF-8", String::from_utf8_lossy(&w.path))
+    let mut names: HashMap<u64, u32> = HashMap::new();
+    for w in walk {
+        let p = String::from_utf8(w.path).map_err(|e| {
+            anyhow::anyhow!(
+                "{:?}: name is not UTF-8",
+                String::from_utf8_lossy(e.as_bytes())
+            )
         })?;
         by_path.insert(p, w.ino);
+        *names.entry(w.ino).or_default() += 1;
     }
     let mino = *by_path
         .get(manifest::PATH)
@@ -298,6 +385,21 @@ fn verify_xfs_with(dev: &dyn ReadAt, bytes: Bytes) -> Result<PartReport> {
         }
     }
     let m = Manifest::parse(&mbytes)?;
+    drop(mbytes);
+    if let Some(root) = &m.root {
+        let ino = fs.sb().root_ino;
+        let info = fs.inode(ino).context("/: reading the root inode")?;
+        check_meta(
+            &fs,
+            "/",
+            ino,
+            &info,
+            &root.mode,
+            (root.uid, root.gid),
+            None,
+            &root.xattrs,
+        )?;
+    }
     let records: BTreeMap<&str, &Record> = m.entries.iter().map(|r| (r.path.as_str(), r)).collect();
     let mut report = PartReport {
         label: String::new(),
@@ -320,18 +422,32 @@ fn verify_xfs_with(dev: &dyn ReadAt, bytes: Bytes) -> Result<PartReport> {
         if kind != rec.kind {
             bail!("{path}: is a {kind}, the manifest says {}", rec.kind);
         }
-        let mode = format!("{:04o}", info.mode & 0o7777);
-        if mode != rec.mode || info.uid != rec.uid || info.gid != rec.gid {
+        if let Some(link) = &rec.link {
+            if by_path.get(link.as_str()) != Some(&ino) {
+                bail!("{path}: is not the same inode as `{link}`, the manifest says it is a hard link of it");
+            }
+        }
+        if info.kind != FileKind::Dir && names.get(&ino).copied() != Some(info.nlink) {
             bail!(
-                "{path}: mode {mode} owner {}:{}, the manifest says mode {} owner {}:{}",
-                info.uid,
-                info.gid,
-                rec.mode,
-                rec.uid,
-                rec.gid
+                "{path}: inode {ino} has a link count of {}, the tree holds {} names of it",
+                info.nlink,
+                names.get(&ino).copied().unwrap_or(0)
             );
         }
+        check_meta(
+            &fs,
+            path,
+            ino,
+            &info,
+            &rec.mode,
+            (rec.uid, rec.gid),
+            rec.mtime
+                .filter(|_| info.kind != FileKind::Dir)
+                .map(|s| (s, rec.mtime_nsec)),
+            &rec.xattrs,
+        )?;
         match info.kind {
+            FileKind::File if rec.link.is_some() => {}
             FileKind::File => {
                 let size = rec
                     .size
@@ -388,7 +504,16 @@ fn verify_xfs_with(dev: &dyn ReadAt, bytes: Bytes) -> Result<PartReport> {
                 }
             }
             FileKind::Dir => {}
-            FileKind::Other(_) => bail!("{path}: unexpected special file"),
+            FileKind::Other(_) => {
+                let want = match (rec.major, rec.minor) {
+                    (Some(a), Some(b)) => Some((a, b)),
+                    _ => None,
+                };
+                let got = info.rdev.filter(|_| matches!(kind, "char" | "block"));
+                if got != want {
+                    bail!("{path}: device number {got:?}, the manifest says {want:?}");
+                }
+            }
         }
         report.entries += 1;
     }

@@ -47,12 +47,23 @@ pub fn check(label: &str, size: u64, content: &Content) -> Result<()> {
     let mut need = 1u64 << 20;
     for e in content.entries() {
         match e.kind {
-            Kind::Symlink(_) => bail!(
-                "partition `{label}` is vfat, which cannot hold the symlink `{}`",
-                e.path
-            ),
             Kind::File => need += e.size.div_ceil(4096) * 4096 + 64,
             Kind::Dir => need += 4096,
+            _ => bail!(
+                "partition `{label}` is vfat, which cannot hold the {} `{}`",
+                match e.kind {
+                    Kind::Symlink(_) => "symlink",
+                    Kind::Hardlink(_) => "hard link",
+                    _ => "special file",
+                },
+                e.path
+            ),
+        }
+        if !e.xattrs.is_empty() {
+            bail!(
+                "partition `{label}` is vfat, which cannot hold the extended attributes of `{}`",
+                e.path
+            );
         }
     }
     // FATs and reserved sectors take a few percent.
@@ -132,7 +143,7 @@ pub fn build(
                     "mtools",
                 )
             }
-            Kind::Symlink(_) => bail!("vfat cannot hold the symlink `{}`", e.path),
+            _ => bail!("vfat cannot hold the {} `{}`", e.kind.name(), e.path),
         }
         .with_context(|| format!("partition `{label}`: adding {}", e.path))?;
     }

@@ -1025,12 +1025,11 @@ pub(crate) fn write(
         {
             h.insert(e.path.clone(), hex::encode(Sha256::digest(b"")));
         }
-        let m = Manifest::of(content, |path| {
+        let bytes = Manifest::bytes_of(content, |path| {
             h.get(path)
                 .cloned()
                 .with_context(|| format!("internal error: {path} was not hashed"))
         })?;
-        let bytes = m.to_bytes()?;
         let fill = built
             .fills
             .get(manifest::PATH)

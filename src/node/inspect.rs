@@ -145,15 +145,14 @@ mod tests {
             mode: "0644".to_string(),
             uid: 0,
             gid: 0,
-            size: None,
-            sha256: None,
-            target: None,
+            ..Record::default()
         }
     }
 
     fn manifest(entries: &[(&str, &str)]) -> Manifest {
         Manifest {
             format: manifest::FORMAT.to_string(),
+            root: None,
             entries: entries.iter().map(|(p, k)| rec(p, k)).collect(),
         }
     }

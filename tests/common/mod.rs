@@ -830,8 +830,9 @@ pub fn assert_same_bytes(a: &Path, b: &Path) {
         a.display(),
         b.display()
     );
-    let mut ba = vec![0u8; 4 << 20];
-    let mut bb = vec![0u8; 4 << 20];
+    let chunk = len.clamp(1, 4 << 20) as usize;
+    let mut ba = vec![0u8; chunk];
+    let mut bb = vec![0u8; chunk];
     let mut at = 0u64;
     while at < len {
         let n = (len - at).min(ba.len() as u64) as usize;
@@ -1037,4 +1038,189 @@ impl Storage {
         }
         all
     }
+}
+
+/// The extended attributes of `path` (not following a symlink), as the kernel lists them.
+pub fn xattrs_of(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let n = rustix::fs::llistxattr_query(path)
+        .unwrap_or_else(|e| panic!("listxattr {}: {e}", path.display()));
+    let mut names = vec![0u8; n];
+    let n = rustix::fs::llistxattr(path, &mut names[..])
+        .unwrap_or_else(|e| panic!("listxattr {}: {e}", path.display()));
+    for name in names[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+        let name_os = OsStr::from_bytes(name);
+        let len = rustix::fs::lgetxattr_query(path, name_os)
+            .unwrap_or_else(|e| panic!("getxattr {}: {e}", path.display()));
+        let mut v = vec![0u8; len];
+        let len = rustix::fs::lgetxattr(path, name_os, &mut v[..])
+            .unwrap_or_else(|e| panic!("getxattr {}: {e}", path.display()));
+        v.truncate(len);
+        out.insert(name.to_vec(), v);
+    }
+    out
+}
+
+/// What [`assert_trees_identical`] compares besides names, types, permission bits, bytes,
+/// symlink targets, device numbers, attributes and hard-link identity.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    /// Names at the top of `got` that are not compared.
+    pub ignore_at_root: &'a [&'a str],
+    /// Compare owners (else `got` must be owned by this uid/gid).
+    pub owners: Result<(), (u32, u32)>,
+    /// Compare modification times to the nanosecond.
+    pub times: bool,
+}
+
+/// What a full tree comparison covered.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Identical {
+    pub entries: usize,
+    pub files: usize,
+    pub bytes: u64,
+    pub xattrs: usize,
+    pub hardlinked: usize,
+    pub specials: usize,
+}
+
+/// Compares a mounted filesystem `got` with the source tree `want`, entry by entry: names,
+/// types, permission bits (special bits included), owners, modification times, sizes and bytes,
+/// symlink targets, device numbers, every extended attribute (names and values), and which
+/// names share an inode (hard links). Panics at the first difference.
+pub fn assert_trees_identical(want: &Path, got: &Path, how: Identity) -> Identical {
+    fn walk(root: &Path, rel: &Path, ignore: &[&str], out: &mut Vec<(PathBuf, fs::Metadata)>) {
+        let mut names: Vec<_> = fs::read_dir(root.join(rel))
+            .unwrap_or_else(|e| panic!("listing {}: {e}", root.join(rel).display()))
+            .map(|e| e.expect("listing").file_name())
+            .filter(|n| !(rel.as_os_str().is_empty() && ignore.iter().any(|i| n == *i)))
+            .collect();
+        names.sort();
+        for n in names {
+            let p = rel.join(&n);
+            let md = fs::symlink_metadata(root.join(&p))
+                .unwrap_or_else(|e| panic!("lstat {}: {e}", root.join(&p).display()));
+            let dir = md.is_dir();
+            out.push((p.clone(), md));
+            if dir {
+                walk(root, &p, ignore, out);
+            }
+        }
+    }
+    let (mut w, mut g) = (Vec::new(), Vec::new());
+    walk(want, Path::new(""), &[], &mut w);
+    walk(got, Path::new(""), how.ignore_at_root, &mut g);
+    let wn: Vec<&PathBuf> = w.iter().map(|(p, _)| p).collect();
+    let gn: Vec<&PathBuf> = g.iter().map(|(p, _)| p).collect();
+    if wn != gn {
+        let ws: BTreeSet<_> = wn.iter().collect();
+        let gs: BTreeSet<_> = gn.iter().collect();
+        let missing: Vec<_> = ws.difference(&gs).take(5).collect();
+        let extra: Vec<_> = gs.difference(&ws).take(5).collect();
+        panic!(
+            "the trees differ: missing from the image {missing:?}, extra in the image {extra:?}"
+        );
+    }
+    let mut stats = Identical::default();
+    let mut w_inodes: BTreeMap<(u64, u64), Vec<&PathBuf>> = BTreeMap::new();
+    let mut g_inodes: BTreeMap<(u64, u64), Vec<&PathBuf>> = BTreeMap::new();
+    for ((p, wm), (_, gm)) in w.iter().zip(&g) {
+        let shown = format!("/{}", p.display());
+        stats.entries += 1;
+        assert_eq!(
+            gm.mode(),
+            wm.mode(),
+            "{shown:?}: type and permission bits ({:o} in the image, {:o} in the source)",
+            gm.mode(),
+            wm.mode()
+        );
+        match how.owners {
+            Ok(()) => assert_eq!(
+                (gm.uid(), gm.gid()),
+                (wm.uid(), wm.gid()),
+                "{shown:?}: owner"
+            ),
+            Err(o) => assert_eq!((gm.uid(), gm.gid()), o, "{shown:?}: owner"),
+        }
+        if how.times {
+            assert_eq!(
+                (gm.mtime(), gm.mtime_nsec()),
+                (wm.mtime(), wm.mtime_nsec()),
+                "{shown:?}: modification time"
+            );
+        }
+        let t = wm.file_type();
+        if t.is_file() {
+            assert_eq!(gm.len(), wm.len(), "{shown:?}: size");
+            assert_same_bytes(&want.join(p), &got.join(p));
+            stats.files += 1;
+            stats.bytes += wm.len();
+        } else if t.is_symlink() {
+            assert_eq!(
+                fs::read_link(got.join(p)).expect("readlink"),
+                fs::read_link(want.join(p)).expect("readlink"),
+                "{shown:?}: symlink target"
+            );
+        } else if !t.is_dir() {
+            assert_eq!(gm.rdev(), wm.rdev(), "{shown:?}: device number");
+            stats.specials += 1;
+        }
+        let (wx, gx) = (xattrs_of(&want.join(p)), xattrs_of(&got.join(p)));
+        assert!(
+            wx == gx,
+            "{shown:?}: extended attributes differ: image has {:?}, source has {:?}",
+            gx.keys()
+                .map(|k| String::from_utf8_lossy(k))
+                .collect::<Vec<_>>(),
+            wx.keys()
+                .map(|k| String::from_utf8_lossy(k))
+                .collect::<Vec<_>>()
+        );
+        stats.xattrs += wx.len();
+        if !t.is_dir() {
+            assert_eq!(gm.nlink(), wm.nlink(), "{shown:?}: link count");
+            w_inodes.entry((wm.dev(), wm.ino())).or_default().push(p);
+            g_inodes.entry((gm.dev(), gm.ino())).or_default().push(p);
+        }
+    }
+    fn groups(m: BTreeMap<(u64, u64), Vec<&PathBuf>>) -> BTreeSet<Vec<&PathBuf>> {
+        m.into_values().filter(|v| v.len() > 1).collect()
+    }
+    let (wg, gg) = (groups(w_inodes), groups(g_inodes));
+    assert_eq!(gg, wg, "names sharing an inode (hard links) differ");
+    stats.hardlinked = wg.iter().map(Vec::len).sum();
+    stats
+}
+
+/// A command that runs `program` as nobody:nogroup with no supplementary groups.
+pub fn as_nobody(program: &Path) -> Command {
+    let mut c = Command::new(require("setpriv", "util-linux"));
+    c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(program);
+    c
+}
+
+/// The prestage binary at a path nobody can execute: the build's own when nobody can reach it,
+/// otherwise a copy in `dir`.
+pub fn binary_for_nobody(dir: &Path) -> PathBuf {
+    let own = bin();
+    let r = run(as_nobody(&own).arg("--version"));
+    if r.status.success() {
+        return own;
+    }
+    let copy = dir.join("prestage");
+    if !copy.exists() {
+        fs::copy(&own, &copy).expect("copying the binary");
+        fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    copy
+}
+
+/// Fails the test unless it runs as root (what it checks needs root; CI runs the tests as root).
+pub fn require_root(what: &str) {
+    assert!(
+        is_root(),
+        "{what} needs root; CI runs the tests as root (euid here: {})",
+        euid()
+    );
 }

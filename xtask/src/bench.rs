@@ -1,6 +1,8 @@
 //! `cargo xtask bench compose`: prestage compose (raw and qcow2) side by side with `cp -r` of the
 //! same tree onto the same disk, in one run. Prints wall time, throughput, the ratio to `cp -r`
-//! and each command's peak RSS (from GNU time).
+//! and each command's peak RSS (from GNU time). Then the many-entries half
+//! ([`crate::bench_entries`]): 300,000 entries against `cp -a` into a mounted XFS.
+//! `--only files` or `--only entries` runs one half.
 
 use std::fs::File;
 use std::io::Write;
@@ -128,20 +130,38 @@ pub fn drop_caches() {
     let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
 }
 
-/// `bench compose [--dir DIR]`.
+/// `bench compose [--dir DIR] [--only files|entries]`.
 pub fn compose(args: &[&str]) -> Result<()> {
     let mut dir = root().join("target/bench");
+    let mut only = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match *a {
             "--dir" => dir = PathBuf::from(it.next().context("--dir needs a value")?),
+            "--only" => only = Some(*it.next().context("--only needs files or entries")?),
             other => bail!("unknown argument {other}"),
         }
     }
     crate::packages::ensure(crate::packages::DEMO)?;
-    crate::packages::ensure(&[TIME])?;
+    crate::packages::ensure(&[TIME, ("xfs_repair", "xfsprogs"), ("losetup", "mount")])?;
     run(cargo().args(["build", "--release", "--bin", "prestage"]))?;
     let bin = root().join("target/release/prestage");
+    match only {
+        None | Some("files") => files(&dir, &bin)?,
+        Some("entries") => {}
+        Some(other) => bail!("--only {other}: expected files or entries"),
+    }
+    if only != Some("files") {
+        if !crate::packages::is_root() {
+            bail!("the many-entries half needs root (a loop-mounted XFS for cp -a and the check)");
+        }
+        crate::bench_entries::run_entries(&dir, &bin)?;
+    }
+    Ok(())
+}
+
+/// The large-files half.
+fn files(dir: &Path, bin: &Path) -> Result<()> {
     let tree = dir.join("tree");
     eprintln!("generating the benchmark tree in {} (once)", tree.display());
     let total = make_tree(&tree)?;
@@ -179,7 +199,7 @@ pub fn compose(args: &[&str]) -> Result<()> {
         drop_caches();
         let img = out.join(file);
         let (t, rss) = measure(
-            Command::new(&bin)
+            Command::new(bin)
                 .args(["compose", "--layout"])
                 .arg(&layout)
                 .arg("--content")

@@ -46,6 +46,12 @@ pub const CI: Needs = &[
     ("virt-install", "virtinst"),
     ("virsh", "libvirt-clients"),
     ("losetup", "mount"),
+    // The tar content tests: GNU tar, file capabilities and extended attributes.
+    ("tar", "tar"),
+    ("setcap", "libcap2-bin"),
+    ("getcap", "libcap2-bin"),
+    ("setfattr", "attr"),
+    ("getfattr", "attr"),
     // tests/coreos-installer (coreos-installer's library) links these.
     ("pkg-config", "pkg-config"),
     ("/usr/include/zstd.h", "libzstd-dev"),

@@ -51,6 +51,10 @@ const S_IFBLK: u16 = 0o060000;
 pub(crate) const S_IFIFO: u16 = 0o010000;
 const S_IFSOCK: u16 = 0o140000;
 
+/// Offset of `di_mtime` inside an inode.
+pub const DI_MTIME_OFFSET: usize = 40;
+/// `di_flags2` bit: timestamps are nanoseconds since 1901 (BIGTIME).
+pub const DIFLAG2_BIGTIME: u64 = 1 << 3;
 /// `di_flags2` bit: the inode has 64-bit extent counters (NREXT64).
 pub(crate) const DIFLAG2_NREXT64: u64 = 1 << 4;
 /// Largest byte offset a file may reach (XFS_MAXIOFFSET).
@@ -127,6 +131,10 @@ pub struct InodeInfo {
     pub attr_fork_offset: u32,
     /// Data fork mapping ordered by `file_block`; empty for local and device formats.
     pub extents: Vec<Extent>,
+    /// Modification time: seconds since the epoch and nanoseconds.
+    pub mtime: (i64, u32),
+    /// Device number (major, minor) of a device-format inode (devices, FIFOs, sockets).
+    pub rdev: Option<(u32, u32)>,
     /// For btree-format data forks, device byte offsets of every bmap btree leaf block in key
     /// order (records start at byte 72 of each block, numrecs at bytes 6..8, CRC at byte 64).
     pub bmbt_leaves: Vec<u64>,
@@ -159,6 +167,10 @@ pub(crate) struct RawInode {
     /// Size of the data fork area in bytes.
     dfork_size: usize,
     attr_fork_offset: u32,
+    /// Attribute fork format (`di_aformat`).
+    pub(crate) aformat: u8,
+    /// Attribute fork extent count.
+    pub(crate) anextents: u64,
 }
 
 impl RawInode {
@@ -168,6 +180,41 @@ impl RawInode {
 
     pub(crate) fn data_fork(&self) -> Result<&[u8]> {
         field(&self.buf, DI_DATA_FORK_OFFSET, self.dfork_size)
+    }
+
+    /// The attribute fork area, `None` when the inode has none (`di_forkoff` 0).
+    pub(crate) fn attr_fork(&self) -> Result<Option<&[u8]>> {
+        if self.attr_fork_offset == 0 {
+            return Ok(None);
+        }
+        let at = DI_DATA_FORK_OFFSET + self.attr_fork_offset as usize;
+        field(&self.buf, at, self.buf.len().saturating_sub(at)).map(Some)
+    }
+
+    /// Modification time, decoded for bigtime inodes or not.
+    pub(crate) fn mtime(&self) -> Result<(i64, u32)> {
+        if self.flags2 & DIFLAG2_BIGTIME != 0 {
+            let ns = be64(&self.buf, DI_MTIME_OFFSET)?;
+            let secs = (ns / 1_000_000_000) as i64 - (1i64 << 31);
+            Ok((secs, (ns % 1_000_000_000) as u32))
+        } else {
+            let secs = be32(&self.buf, DI_MTIME_OFFSET)? as i32;
+            let nanos = be32(&self.buf, DI_MTIME_OFFSET + 4)?;
+            ensure!(
+                nanos < 1_000_000_000,
+                "mtime nanoseconds {nanos} out of range"
+            );
+            Ok((i64::from(secs), nanos))
+        }
+    }
+
+    /// The device number of a device-format inode.
+    pub(crate) fn rdev(&self) -> Result<Option<(u32, u32)>> {
+        if self.format != FMT_DEV {
+            return Ok(None);
+        }
+        let v = be32(self.data_fork()?, 0)?;
+        Ok(Some(((v >> 18) & 0x1ff, v & 0x3ffff)))
     }
 }
 
@@ -207,14 +254,14 @@ impl<R: ReadAt> Xfs<R> {
         ensure!(mode != 0, "inode is not in use (mode 0)");
         let format = u8_at(&buf, 5)?;
         let flags2 = be64(&buf, 120)?;
-        let nextents = if flags2 & DIFLAG2_NREXT64 != 0 {
+        let (nextents, anextents) = if flags2 & DIFLAG2_NREXT64 != 0 {
             ensure!(
                 self.sb.features_incompat & INCOMPAT_NREXT64 != 0,
                 "inode uses 64-bit extent counters but the filesystem lacks NREXT64"
             );
-            be64(&buf, 24)?
+            (be64(&buf, 24)?, u64::from(be32(&buf, 76)?))
         } else {
-            u64::from(be32(&buf, 76)?)
+            (u64::from(be32(&buf, 76)?), u64::from(be16(&buf, 80)?))
         };
         let size = be64(&buf, 56)?;
         ensure!(size <= MAX_FILE_BYTES, "size {size} is out of range");
@@ -240,6 +287,8 @@ impl<R: ReadAt> Xfs<R> {
             gid: be32(&buf, 12)?,
             dfork_size,
             attr_fork_offset: forkoff as u32,
+            aformat: u8_at(&buf, 83)?,
+            anextents,
             buf,
         })
     }
@@ -266,6 +315,8 @@ impl<R: ReadAt> Xfs<R> {
             attr_fork_offset: raw.attr_fork_offset,
             extents: map.extents(),
             bmbt_leaves: map.leaves,
+            mtime: raw.mtime()?,
+            rdev: raw.rdev()?,
         })
     }
 

@@ -1,15 +1,19 @@
 //! Read-only access to the on-disk structures of an XFS v5 filesystem, plus the few helpers needed
 //! to patch metadata in place.
 //!
-//! prestage builds the XFS data partition with `mkfs.xfs -p PROTOFILE` and then has to look inside
-//! the result without mounting it (offline, without root): list the tree, find where reserved
-//! files' extents live, read small files back, and locate the bytes of names, symlink targets and
-//! extent records so they can be rewritten in place. This module reads exactly the subset of the
-//! format that this needs:
+//! prestage has mkfs.xfs build an empty filesystem, reads its geometry and allocation group headers
+//! back, and populates it with its own writer (`super::write`); `prestage verify` then reads the
+//! result without mounting it (offline, without root): the tree, every inode's metadata and
+//! attributes, and every file's bytes. This module reads exactly the subset of the format that
+//! this needs:
 //!
 //! * the primary superblock (v5 only; unknown incompatible features are refused): `sb.rs`,
-//! * inodes (v3 inode core, data fork in `local`, `extents` or `btree` format; the attribute fork
-//!   is skipped): `inode.rs`,
+//! * allocation group headers (AGF, AGI, AGFL) and the records of their free space and inode
+//!   btrees: `ag.rs`,
+//! * inodes (v3 inode core, data fork in `local`, `extents` or `btree` format, times, device
+//!   numbers): `inode.rs`,
+//! * extended attributes in the attribute fork, short form or one leaf block with remote values:
+//!   `attr.rs`,
 //! * extent lists and bmap btrees of any depth (long-format `BMA3` blocks): `bmap.rs`,
 //! * directories in all four v3 forms: shortform (inline in the inode), single block (`XDB3`),
 //!   leaf and node (data blocks `XDD3` below the 32 GiB leaf offset; the hash index above it is
@@ -35,6 +39,8 @@
 //! block and inode number before it is read, and the two tree walks (bmap btrees, the directory
 //! tree) refuse anything they reach twice and stop at a fixed depth.
 
+mod ag;
+mod attr;
 mod bmap;
 mod bytes;
 mod dir;
@@ -43,13 +49,20 @@ mod inode;
 mod sb;
 mod symlink;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 use anyhow::{ensure, Context, Result};
 
 use crate::compose::diskio::ReadAt;
 use bytes::{array_at, be16, be64};
 
+pub use ag::{
+    Agf, Agi, InobtRec, AGFL_CRC_OFFSET, AGF_CRC_OFFSET, AGI_CRC_OFFSET, BNOBT_MAGIC, CNTBT_MAGIC,
+    FINOBT_MAGIC, INOBT_MAGIC, NULL_AG, SBTREE_CRC_OFFSET, SBTREE_HEADER_LEN,
+};
+pub use attr::{AttrForm, Xattr};
+#[cfg(test)]
+pub(crate) use bmap::decode_extent;
 pub use bmap::{Extent, BMBT_CRC_OFFSET, BMBT_HEADER_LEN};
 pub use bytes::update_crc;
 pub use dir::{da_hashname, DirForm, WalkEntry, DIR_LEAF_OFFSET};
@@ -57,7 +70,10 @@ pub use inode::{
     FileKind, InodeInfo, DIFLAG_PREALLOC, DI_DATA_FORK_OFFSET, DI_FLAGS_OFFSET, DI_GID_OFFSET,
     DI_MODE_OFFSET, DI_SIZE_OFFSET, DI_UID_OFFSET, INODE_CRC_OFFSET,
 };
-pub use sb::Superblock;
+pub use sb::{
+    Superblock, INCOMPAT_BIGTIME_BIT, INCOMPAT_SPINODES_BIT, RO_COMPAT_FINOBT, RO_COMPAT_INOBTCNT,
+    RO_COMPAT_REFLINK, SB_CRC_OFFSET, SB_FDBLOCKS_OFFSET, SB_ICOUNT_OFFSET, SB_IFREE_OFFSET,
+};
 
 /// Where some bytes live on disk, and the checksummed structure containing them, so a caller can
 /// overwrite the bytes and then recompute the checksum of `[start, start+len)` stored at

@@ -11,7 +11,7 @@ use anyhow::{anyhow, ensure, Context, Result};
 use super::bytes::{array_at, be16, be32, be64, check_crc, field, u8_at};
 
 /// Offset of the CRC inside the superblock sector.
-pub(crate) const SB_CRC_OFFSET: usize = 224;
+pub const SB_CRC_OFFSET: usize = 224;
 const SB_MAGIC: u32 = 0x5846_5342; // "XFSB"
 const SB_LEN: usize = 264;
 
@@ -90,7 +90,30 @@ pub struct Superblock {
     pub features_log_incompat: u32,
     /// Directory entries carry a file type byte (incompat FTYPE).
     pub has_ftype: bool,
+    /// Inode chunk alignment in blocks (`sb_inoalignmt`).
+    pub inode_align: u32,
+    /// Realtime bitmap inode.
+    pub rbm_ino: u64,
+    /// Realtime summary inode.
+    pub rsum_ino: u64,
 }
+
+/// ro-compat feature: free inode btree.
+pub const RO_COMPAT_FINOBT: u32 = 1 << 0;
+/// ro-compat feature: reference count btree (reflink).
+pub const RO_COMPAT_REFLINK: u32 = 1 << 2;
+/// ro-compat feature: inode btree block counters in the AGI.
+pub const RO_COMPAT_INOBTCNT: u32 = 1 << 3;
+/// incompat feature: sparse inode chunks.
+pub const INCOMPAT_SPINODES_BIT: u32 = INCOMPAT_SPINODES;
+/// incompat feature: timestamps beyond 2038.
+pub const INCOMPAT_BIGTIME_BIT: u32 = INCOMPAT_BIGTIME;
+/// Offsets of the free-space and inode counters in the superblock.
+pub const SB_ICOUNT_OFFSET: usize = 128;
+/// `sb_ifree`.
+pub const SB_IFREE_OFFSET: usize = 136;
+/// `sb_fdblocks`.
+pub const SB_FDBLOCKS_OFFSET: usize = 144;
 
 impl Superblock {
     pub(crate) fn parse(buf: &[u8]) -> Result<Superblock> {
@@ -229,6 +252,9 @@ impl Superblock {
             features_incompat: incompat,
             features_log_incompat: be32(buf, 220)?,
             has_ftype: incompat & INCOMPAT_FTYPE != 0,
+            inode_align: be32(buf, 180)?,
+            rbm_ino: be64(buf, 64)?,
+            rsum_ino: be64(buf, 72)?,
         };
         if log_start_fsb != 0 {
             sb.check_fsb_range(log_start_fsb, u64::from(log_blocks))

@@ -1,7 +1,9 @@
 //! The compose stage's input is a list of entries whose bytes come from sources, not only a
 //! directory walk: a byte range of another file, a generator of known length and in-memory bytes
 //! land in the image exactly (checked by xfs_repair, GRUB, the kernel mount as root and verify),
-//! without staging copies; and a generator that breaks its promise fails the compose cleanly.
+//! without staging copies; files at increasing offsets of a stream (a decompressed layer) are
+//! read in one pass of it and checked at its end; and a generator that breaks its promise, or a
+//! stream failing its end check, fails the compose cleanly.
 
 mod common;
 
@@ -134,4 +136,140 @@ fn a_generator_that_breaks_its_promise_fails_cleanly() {
         "{msg}"
     );
     common::assert_no_output(dir.path(), "bad.raw");
+}
+
+/// A stream of pattern bytes that counts how often it is opened and checked to its end.
+struct Counted {
+    len: u64,
+    opened: Arc<std::sync::atomic::AtomicUsize>,
+    finished: Arc<std::sync::atomic::AtomicUsize>,
+    /// Fails the check at the end (a layer whose digest does not match).
+    damaged: bool,
+}
+
+struct CountedReader {
+    at: u64,
+    len: u64,
+    finished: Arc<std::sync::atomic::AtomicUsize>,
+    damaged: bool,
+}
+
+impl std::io::Read for CountedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (self.len - self.at).min(buf.len() as u64) as usize;
+        for (k, b) in buf[..n].iter_mut().enumerate() {
+            *b = pattern(self.at + k as u64);
+        }
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+impl prestage::compose::content::StreamReader for CountedReader {
+    fn finish(self: Box<Self>) -> anyhow::Result<()> {
+        let mut me = *self;
+        std::io::copy(&mut me, &mut std::io::sink())?;
+        me.finished
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if me.damaged {
+            anyhow::bail!("layer sha256:0000: the stream's digest does not match");
+        }
+        Ok(())
+    }
+}
+
+impl prestage::compose::content::Streamed for Counted {
+    fn open(&self) -> anyhow::Result<Box<dyn prestage::compose::content::StreamReader>> {
+        self.opened
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Box::new(CountedReader {
+            at: 0,
+            len: self.len,
+            finished: Arc::clone(&self.finished),
+            damaged: self.damaged,
+        }))
+    }
+    fn describe(&self) -> String {
+        "a counted stream".into()
+    }
+}
+
+/// Files whose bytes lie at increasing offsets of a stream (a decompressed layer) are read in
+/// one pass of it, checked at its end, and land exactly; a stream whose check fails at the end
+/// fails the compose, naming it, with nothing at the output path.
+#[test]
+fn files_of_a_stream_are_read_in_one_pass_and_checked_at_its_end() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = common::scratch("streams");
+    let layout_path = common::write_layout(dir.path(), "streams.toml", LAYOUT);
+    let layout = Layout::load(&layout_path).expect("layout");
+    let expected = dir.path().join("expected");
+    let opened = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let stream_len = 40 << 20;
+    let build = |damaged: bool| -> (Content, Arc<dyn prestage::compose::content::Streamed>) {
+        let s: Arc<dyn prestage::compose::content::Streamed> = Arc::new(Counted {
+            len: stream_len,
+            opened: Arc::clone(&opened),
+            finished: Arc::clone(&finished),
+            damaged,
+        });
+        let mut content = Content::new();
+        // Members with gaps between them (headers, skipped entries), one spanning chunks.
+        let mut at = 512u64;
+        for (i, len) in [1000u64, 9 << 20, 0, 1, 12 << 20, 4096]
+            .into_iter()
+            .enumerate()
+        {
+            let path = format!("layer/file-{i}");
+            content
+                .add(Entry::file(
+                    &path,
+                    0o644,
+                    len,
+                    Source::Stream {
+                        stream: Arc::clone(&s),
+                        offset: at,
+                    },
+                ))
+                .expect("adding a stream member");
+            let bytes: Vec<u8> = (at..at + len).map(pattern).collect();
+            common::put_file(&expected.join(&path), &bytes, 0o644);
+            at += len + 1024;
+        }
+        (content, s)
+    };
+    let (content, _s) = build(false);
+    let out = dir.path().join("streams.raw");
+    let mut contents = BTreeMap::new();
+    contents.insert("data".to_string(), content);
+    compose_contents(&layout, contents, &out, Format::Raw, 1_700_000_000).expect("compose");
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        1,
+        "the stream was read more than once"
+    );
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        1,
+        "the stream was not checked at its end"
+    );
+    common::verify_ok(&out);
+    let part = common::locate(&out, &layout_path, "data");
+    common::assert_grub_cmp(&out, part, &expected, &Default::default());
+    note!("6 files of one 40 MiB stream: opened once, checked at its end, every byte in place");
+
+    let (content, _s) = build(true);
+    let bad = dir.path().join("bad.raw");
+    let mut contents = BTreeMap::new();
+    contents.insert("data".to_string(), content);
+    let e = compose_contents(&layout, contents, &bad, Format::Raw, 1_700_000_000)
+        .expect_err("a stream that fails its check");
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("digest does not match") && e.contains("a counted stream"),
+        "{e}"
+    );
+    common::assert_no_output(dir.path(), "bad.raw");
+    note!("a stream failing its end check: {e}");
 }

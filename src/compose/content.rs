@@ -27,6 +27,22 @@ use anyhow::{bail, Context, Result};
 /// Writes exactly the promised number of bytes into the sink.
 pub type Generator = dyn Fn(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> + Send + Sync;
 
+/// A stream read front to back, once, by whoever reads the files whose bytes it holds (a
+/// container layer, decompressed): files taken in increasing offsets cost one pass.
+pub trait Streamed: Send + Sync {
+    /// A reader of the stream from its first byte.
+    fn open(&self) -> Result<Box<dyn StreamReader>>;
+    /// What the stream is, for messages.
+    fn describe(&self) -> String;
+}
+
+/// A reader of a [`Streamed`] stream.
+pub trait StreamReader: Read + Send {
+    /// Reads the rest of the stream and checks it (a layer's digests): the bytes it gave are
+    /// only trusted once this succeeds.
+    fn finish(self: Box<Self>) -> Result<()>;
+}
+
 /// Where a regular file's bytes come from.
 #[derive(Clone)]
 pub enum Source {
@@ -43,6 +59,13 @@ pub enum Source {
     Bytes(Arc<Vec<u8>>),
     /// A generator of known length.
     Generated(Arc<Generator>),
+    /// The bytes at `offset` of a stream read front to back (the entry's size is the length).
+    Stream {
+        /// The stream.
+        stream: Arc<dyn Streamed>,
+        /// Offset of the first byte in it.
+        offset: u64,
+    },
 }
 
 impl fmt::Debug for Source {
@@ -52,6 +75,9 @@ impl fmt::Debug for Source {
             Source::Range { path, offset } => write!(f, "Range({}@{offset})", path.display()),
             Source::Bytes(b) => write!(f, "Bytes({})", b.len()),
             Source::Generated(_) => write!(f, "Generated"),
+            Source::Stream { stream, offset } => {
+                write!(f, "Stream({}@{offset})", stream.describe())
+            }
         }
     }
 }
@@ -87,6 +113,17 @@ impl Source {
                     sink(c)?;
                 }
                 Ok(())
+            }
+            Source::Stream { stream, offset } => {
+                let mut r = stream.open()?;
+                let what = stream.describe();
+                let skipped = std::io::copy(&mut (&mut r).take(*offset), &mut std::io::sink())
+                    .with_context(|| format!("reading {what}"))?;
+                if skipped != *offset {
+                    bail!("{what}: ends at byte {skipped}, before byte {offset}");
+                }
+                stream_reader((&mut r).take(size), Path::new(&what), size, sink)?;
+                r.finish()
             }
             Source::Generated(g) => {
                 let mut n = 0u64;

@@ -27,6 +27,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::Read;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -37,7 +38,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::compose::bmap::{self, Bmap};
-use crate::compose::content::{Content, Entry, Source, CHUNK};
+use crate::compose::content::{Content, Entry, Source, StreamReader, CHUNK};
 use crate::compose::emit::{ImageWriter, DIRECT_ALIGN};
 use crate::compose::manifest::{self, Manifest};
 use crate::compose::xfs::{self, Fill};
@@ -609,7 +610,7 @@ fn open_source(src: &Source, size: u64) -> Result<Option<Opened>> {
     let (path, offset, whole) = match src {
         Source::File(p) => (p, 0, true),
         Source::Range { path, offset } => (path, *offset, false),
-        Source::Bytes(_) | Source::Generated(_) => return Ok(None),
+        Source::Bytes(_) | Source::Generated(_) | Source::Stream { .. } => return Ok(None),
     };
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let len = file
@@ -719,18 +720,30 @@ enum Unit {
     Chunk { file: usize, from: u64, n: usize },
     /// All of file `file`, read in order (bytes in memory, a generator).
     Whole { file: usize },
+    /// All of file `file`, from a stream the same fetcher reads front to back.
+    Stream { file: usize },
 }
 
 /// What a fetcher hands over for a unit: its bytes (one buffer, or several for a whole file),
-/// then the end.
+/// then the end; after its last unit, that everything it read checked out.
 enum Fetched {
     Data(Arc<Buf>, Range<usize>),
     End,
+    Finished,
 }
 
-/// The units of the pass in emission order (tables and zeros need no reading).
-fn units(plan: &Plan) -> Vec<Unit> {
+/// The units of the pass in emission order (tables and zeros need no reading), each with the
+/// fetcher that reads it: chunks alternate between fetchers; every file of one stream goes to
+/// the same fetcher, which reads the stream once (successive streams alternate, so two layers
+/// decompress at once).
+fn units(plan: &Plan) -> Vec<(usize, Unit)> {
     let mut v = Vec::new();
+    let mut turn = 0usize;
+    let mut next = || {
+        turn += 1;
+        (turn - 1) % FETCHERS
+    };
+    let mut streams: Vec<(*const (), usize)> = Vec::new();
     let chunks = |len: u64| {
         (0..len.div_ceil(CHUNK as u64)).map(move |k| {
             let from = k * CHUNK as u64;
@@ -742,24 +755,39 @@ fn units(plan: &Plan) -> Vec<Unit> {
             Item::Piece(i) => {
                 let p = &plan.pieces[i];
                 if let What::Copy { part, from } = p.what {
-                    v.extend(chunks(p.len).map(|(d, n)| Unit::Copy {
-                        part,
-                        from: from + d,
-                        n,
-                    }));
+                    for (d, n) in chunks(p.len) {
+                        v.push((
+                            next(),
+                            Unit::Copy {
+                                part,
+                                from: from + d,
+                                n,
+                            },
+                        ));
+                    }
                 }
             }
             Item::File(f) => {
                 let job = &plan.files[f];
-                match job.entry.source {
+                match &job.entry.source {
                     Some(Source::File(_) | Source::Range { .. }) => {
-                        v.extend(chunks(job.fill.size).map(|(from, n)| Unit::Chunk {
-                            file: f,
-                            from,
-                            n,
-                        }))
+                        for (from, n) in chunks(job.fill.size) {
+                            v.push((next(), Unit::Chunk { file: f, from, n }));
+                        }
                     }
-                    _ => v.push(Unit::Whole { file: f }),
+                    Some(Source::Stream { stream, .. }) => {
+                        let id = Arc::as_ptr(stream) as *const ();
+                        let k = match streams.iter().find(|(s, _)| *s == id) {
+                            Some(&(_, k)) => k,
+                            None => {
+                                let k = next();
+                                streams.push((id, k));
+                                k
+                            }
+                        };
+                        v.push((k, Unit::Stream { file: f }));
+                    }
+                    _ => v.push((next(), Unit::Whole { file: f })),
                 }
             }
         }
@@ -767,20 +795,37 @@ fn units(plan: &Plan) -> Vec<Unit> {
     v
 }
 
-/// Fetcher `k` of `of`: reads every unit whose index is `k` modulo `of`, in order, into its own
-/// channel; the reader takes them back in order, so the disk sees `of` reads at a time.
+/// A stream being read by a fetcher: which one, its reader, and how far it is.
+struct Open {
+    id: *const (),
+    what: String,
+    reader: Box<dyn StreamReader>,
+    at: u64,
+}
+
+impl Open {
+    /// Reads the rest and checks the stream.
+    fn finish(self) -> Result<()> {
+        self.reader
+            .finish()
+            .with_context(|| format!("reading {}", self.what))
+    }
+}
+
+/// Fetcher `k`: reads its units, in order, into its own channel; the reader takes them back in
+/// order, so the disk (or the decompressor) works on several units at once.
 fn fetch(
     plan: &Plan,
-    units: &[Unit],
+    units: &[(usize, Unit)],
     work_files: &[Option<File>],
     k: usize,
-    of: usize,
     tx: SyncSender<Result<Fetched>>,
 ) {
     let pool = Pool::new();
     let mut open: Option<(usize, Opened)> = None;
+    let mut stream: Option<Open> = None;
     let mut run = || -> Result<()> {
-        for u in units.iter().skip(k).step_by(of) {
+        for (_, u) in units.iter().filter(|(f, _)| *f == k) {
             match *u {
                 Unit::Copy { part, from, n } => {
                     let f = work_files[part]
@@ -823,10 +868,56 @@ fn fetch(
                     })
                     .with_context(|| format!("reading {}", job.fill.path))?;
                 }
+                Unit::Stream { file } => {
+                    let job = &plan.files[file];
+                    let Some(Source::Stream { stream: s, offset }) = &job.entry.source else {
+                        bail!("internal error: not a stream source");
+                    };
+                    let id = Arc::as_ptr(s) as *const ();
+                    // Another stream, or this one from an earlier offset: (re)open it.
+                    if stream.as_ref().is_none_or(|o| o.id != id || o.at > *offset) {
+                        if let Some(o) = stream.take() {
+                            if o.id != id {
+                                o.finish()?;
+                            }
+                        }
+                        stream = Some(Open {
+                            id,
+                            what: s.describe(),
+                            reader: s.open()?,
+                            at: 0,
+                        });
+                    }
+                    let o = stream.as_mut().context("internal error: no open stream")?;
+                    let skip = offset - o.at;
+                    let skipped =
+                        std::io::copy(&mut (&mut o.reader).take(skip), &mut std::io::sink())
+                            .with_context(|| format!("reading {}", o.what))?;
+                    if skipped != skip {
+                        bail!("{}: ends before byte {offset}", o.what);
+                    }
+                    o.at = *offset;
+                    let mut left = job.fill.size;
+                    while left > 0 {
+                        let n = left.min(CHUNK as u64) as usize;
+                        let mut slot = pool.get(n);
+                        o.reader.read_exact(slot.bytes()).with_context(|| {
+                            format!("{}: ends inside {}", o.what, job.fill.path)
+                        })?;
+                        o.at += n as u64;
+                        left -= n as u64;
+                        let (buf, span) = pool.wrap(slot);
+                        tx.send(Ok(Fetched::Data(buf, span))).map_err(stopped)?;
+                    }
+                }
             }
             tx.send(Ok(Fetched::End)).map_err(stopped)?;
         }
-        Ok(())
+        // Every stream is read to its end and checked before the pass counts as done.
+        if let Some(o) = stream.take() {
+            o.finish()?;
+        }
+        tx.send(Ok(Fetched::Finished)).map_err(stopped)
     };
     if let Err(e) = run() {
         let _ = tx.send(Err(e));
@@ -873,6 +964,7 @@ fn source_name(src: &Source) -> String {
     match src {
         Source::File(p) | Source::Range { path: p, .. } => p.display().to_string(),
         Source::Bytes(_) | Source::Generated(_) => "(generated)".to_string(),
+        Source::Stream { stream, offset } => format!("{} (at byte {offset})", stream.describe()),
     }
 }
 
@@ -1122,22 +1214,39 @@ fn read_all(
         for k in 0..FETCHERS {
             let (tx, rx) = sync_channel::<Result<Fetched>>(2);
             let units = &units;
-            scope.spawn(move || fetch(plan, units, work_files, k, FETCHERS, tx));
+            scope.spawn(move || fetch(plan, units, work_files, k, tx));
             rxs.push(rx);
         }
         let mut next_unit = 0usize;
         // The buffers of the next unit, in order.
         let mut take = |each: &mut dyn FnMut(Arc<Buf>, Range<usize>) -> Result<()>| -> Result<()> {
-            let rx = &rxs[next_unit % FETCHERS];
+            let (k, _) = units
+                .get(next_unit)
+                .context("internal error: more reads than units")?;
+            let rx = &rxs[*k];
             next_unit += 1;
             loop {
                 match rx.recv().map_err(stopped)?? {
                     Fetched::Data(buf, span) => each(buf, span)?,
                     Fetched::End => return Ok(()),
+                    Fetched::Finished => bail!("internal error: a fetcher ended early"),
                 }
             }
         };
-        let r = consume(plan, table, &mut take, &wtx, &ftx, &rtx, map);
+        let mut r = consume(plan, table, &mut take, &wtx, &ftx, &rtx, map);
+        // Each fetcher says its last word: what it read checked out (a stream to its end).
+        if r.is_ok() {
+            for rx in &rxs {
+                r = match rx.recv().map_err(stopped) {
+                    Ok(Ok(Fetched::Finished)) => Ok(()),
+                    Ok(Err(e)) | Err(e) => Err(e),
+                    Ok(Ok(_)) => Err(anyhow!("internal error: a fetcher read more than asked")),
+                };
+                if r.is_err() {
+                    break;
+                }
+            }
+        }
         // Dropping the receivers stops the fetchers when this ends early.
         drop(rxs);
         r

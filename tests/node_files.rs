@@ -767,6 +767,70 @@ fn assisted_sh_and_prestage_merge_alike_and_refuse_alike() {
 }
 
 #[test]
+fn assisted_sh_and_prestage_merge_the_store_override_alike() {
+    let dir = scratch("node-assisted-store");
+    let out = node_dir(dir.path(), Format::Store, None);
+    let ours = NodeSet::new("data")
+        .expect("label")
+        .ignition_config(Format::Store, Stage::Discovery)
+        .expect("override");
+    // The store override of an older prestage run for another label, merged before: its units
+    // (same names, other contents) are replaced in place, its storage.conf (the same) kept.
+    let old = NodeSet::new("old")
+        .expect("label")
+        .ignition_config(Format::Store, Stage::Discovery)
+        .expect("override");
+    let existing = match prestage::node::merge::merge_ignition(CHRONY_31, &old).expect("merge") {
+        prestage::node::merge::Merged::Changed(j) => j.to_compact(),
+        _ => panic!("no change"),
+    };
+    let want = match prestage::node::merge::merge_ignition(&existing, &ours).expect("merge") {
+        prestage::node::merge::Merged::Changed(j) => j,
+        _ => panic!("prestage's merge changes nothing"),
+    };
+    let (url, st) = service(
+        State {
+            infra_env: serde_json::json!({"ignition_config_override": existing}),
+            ..State::default()
+        },
+        &[],
+    );
+    let (r, _) = assisted(&out, &[&url, INFRA], TOKEN, &[]);
+    assert!(r.status.success(), "{}", r.both());
+    let reqs = st.lock().expect("lock").requests.clone();
+    assert_eq!(reqs.len(), 2, "{:#?}", lines(&reqs));
+    assert!(
+        carried(&reqs[1], "ignition_config_override").same(&want),
+        "jq and prestage merge the store override differently"
+    );
+
+    // A user's own storage.conf: both refuse, naming the path only.
+    let mine = r#"{"ignition":{"version":"3.2.0"},"storage":{"files":[{"path":"/etc/containers/storage.conf","contents":{"source":"data:,SECRET-X"}}]}}"#;
+    let (url, st) = service(
+        State {
+            infra_env: serde_json::json!({"ignition_config_override": mine}),
+            ..State::default()
+        },
+        &[],
+    );
+    let (r, _) = assisted(&out, &[&url, INFRA], TOKEN, &[]);
+    assert_eq!(r.status.code(), Some(2), "{}", r.both());
+    assert!(
+        r.stderr
+            .contains("storage.files[0] (/etc/containers/storage.conf)"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.both().contains("SECRET-X"), "{}", r.both());
+    assert_eq!(
+        st.lock().expect("lock").requests.len(),
+        1,
+        "something was sent"
+    );
+    assert!(prestage::node::merge::merge_ignition(mine, &ours).is_err());
+}
+
+#[test]
 fn assisted_sh_says_when_jq_is_missing() {
     let dir = scratch("node-assisted-nojq");
     let out = node_dir(dir.path(), Format::Shared, None);

@@ -95,8 +95,10 @@ def prestage_file: (.contents.source? // "") as $s
       and ($t[0:512] | contains("Written by prestage for\n# the `")));
 def prestage_unit: (.contents? // "") as $c
   | ($c | type) == "string"
-    and ($c | startswith("[Unit]\nDescription=Load the pre-staged "))
-    and ($c | contains("\nDocumentation=file:///usr/local/bin/extract-"));
+    and ((($c | startswith("[Unit]\nDescription=Load the pre-staged "))
+        and ($c | contains("\nDocumentation=file:///usr/local/bin/extract-")))
+      or ($c | startswith("[Unit]\nDescription=Create /var/lib/prestage/store, "))
+      or ($c | startswith("[Unit]\nDescription=The pre-staged container image store ")));
 def list($cfg; $a; $b; $what):
   ($cfg[$a] // {}) as $o
   | if ($o | type) != "object" then fail("\($what): \($a): not an object (a JSON \($o | type))") else . end

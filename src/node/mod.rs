@@ -6,11 +6,12 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `extract-ai.sh`, `extract-ocp.sh` | the loaders (also on the partition, and inside the overrides) |
+//! | `extract-ai.sh`, `extract-ocp.sh` | the loaders (also on the partition, and inside the overrides; `store` has only `extract-ocp.sh`, its fallback) |
 //! | `precache-images.service`, `precache-ocp-images.service` | their units ([`ignition`]) |
-//! | `discovery.ign`, `install.ign` | the Ignition 3.2.0 overrides of the two stages |
+//! | `discovery.ign`, `install.ign` | the Ignition 3.2.0 overrides of the two stages (`store`'s discovery override: `storage.conf` and the store's mount, [`store`]) |
 //! | `discovery.patch`, `pointer.patch`, `installer-args.json`, `assisted.sh` | for Assisted Service's REST API ([`assisted`]) |
 //! | `clusterinstance.yaml`, `siteconfig.yaml` | the same for GitOps ZTP: a ClusterInstance, a SiteConfig ([`gitops`]) |
+//! | `98-prestage-store-mount-*.yaml`, `99-prestage-store-*.yaml` | `store` only: the cluster manifests ([`store`], [`manifests`]) |
 //! | `kcli-profile.yml`, `libvirt.sh` | qcow2 images only: the image as a lab VM's disk ([`lab`]) |
 //! | `README.txt`, `.prestage-node` | what the directory holds; the marker that lets prestage replace it |
 //!

@@ -370,6 +370,11 @@ fn fixture_images(dir: &Path) -> Vec<(String, String)> {
 /// store, that store's files copied onto a fresh XFS (as the payload puts it: `store/` beside the
 /// lists), in `dir`. Returns the XFS file and the references, in `ocp-images.txt`'s order.
 fn store_partition(dir: &Path) -> (PathBuf, Vec<String>) {
+    store_partition_listing(dir, &[])
+}
+
+/// The same, with `absent` (references the store does not hold) listed too.
+fn store_partition_listing(dir: &Path, absent: &[&str]) -> (PathBuf, Vec<String>) {
     require("skopeo", "skopeo");
     let mkfs = require("mkfs.xfs", "xfsprogs");
     let images = fixture_images(dir);
@@ -386,7 +391,12 @@ fn store_partition(dir: &Path) -> (PathBuf, Vec<String>) {
     let refs: Vec<String> = images.into_iter().map(|(_, r)| r).collect();
     let lists = dir.join("lists");
     fs::create_dir_all(&lists).expect("mkdir");
-    fs::write(lists.join("ocp-images.txt"), refs.join("\n") + "\n").expect("write");
+    let listed: Vec<&str> = refs
+        .iter()
+        .map(String::as_str)
+        .chain(absent.iter().copied())
+        .collect();
+    fs::write(lists.join("ocp-images.txt"), listed.join("\n") + "\n").expect("write");
     fs::write(lists.join("ai-images.txt"), format!("{}\n", refs[4])).expect("write");
     fs::write(lists.join("mapping.txt"), "").expect("write");
 
@@ -637,5 +647,50 @@ fn the_discovery_storage_conf_serves_the_store_in_place_and_the_loader_then_copi
         !r.status.success() && r.both().contains("can't stat imageStore dir"),
         "a listed store path that does not exist:\n{}",
         r.both()
+    );
+}
+
+#[test]
+fn an_image_missing_from_the_store_fails_alone() {
+    nodeenv::require_root("the node tests");
+    let dir = scratch("store-missing");
+    let out = node_dir(dir.path());
+    let absent = "quay.io/prestage-demo/absent@sha256:0000000000000000000000000000000000000000000000000000000000000001";
+    let (xfs, refs) = store_partition_listing(dir.path(), &[absent]);
+    let node = Node::on_loop(Loop::attach(&xfs, 0, 320 << 20, true));
+    storage_conf(&node, &[]);
+    let r = node.sh(&format!(
+        "{} --retries 1",
+        out.join("extract-ocp.sh").display()
+    ));
+    assert_eq!(r.status.code(), Some(1), "{}", r.both());
+    assert!(
+        nodeenv::summary(&r).contains(&format!(
+            "summary: {n} loaded, 0 skipped, 1 failed of {m} images",
+            n = refs.len(),
+            m = refs.len() + 1
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(&format!("not loaded: {absent}"))
+            && r.stderr
+                .contains(&format!("{absent}: copy failed (attempt 1): "))
+            && r.stderr
+                .contains("not in the store on the partition under this name"),
+        "{}",
+        r.stderr
+    );
+    for name in &refs {
+        let want = name.rsplit_once("@sha256:").expect("a digest").1;
+        assert_eq!(node.stored_digest(name).as_deref(), Some(want), "{name}");
+    }
+    note!(
+        "{}",
+        r.stderr
+            .lines()
+            .find(|l| l.contains("copy failed"))
+            .unwrap_or_default()
     );
 }

@@ -229,7 +229,10 @@ copy_to() {
 store_copy() {
     local ref=$1 dir=$2 id top inst
     mkdir -p -- "${dir}" || return 1
-    skopeo inspect --raw --config "${SRC_STORE}${ref}" > "${dir}/config" || return 1
+    if ! skopeo inspect --raw --config "${SRC_STORE}${ref}" > "${dir}/config"; then
+        printf 'not in the store on the partition under this name, or unreadable there\n' >&2
+        return 1
+    fi
     id=$(sha256sum < "${dir}/config" | cut -d' ' -f1)
     mv -f -- "${dir}/config" "${dir}/${id}" || return 1
     skopeo inspect --raw "${SRC_STORE}${ref}" > "${dir}/manifest.json" || return 1

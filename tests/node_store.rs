@@ -6,7 +6,8 @@
 //! a store written by skopeo itself (the fixture's images: OCI, an OCI index, Docker v2s2, a
 //! registry with a port) copied onto a fresh XFS behind a read-only loop device, which the
 //! fallback loader copies into an ordinary storage under every exact by-digest name, and which
-//! `storage.conf` as the discovery override writes it serves in place.
+//! `storage.conf` as the discovery override writes it serves in place; the manifests merged into
+//! the upstream ClusterInstance example pass its CRD and ride in `extraManifestsRefs`.
 
 mod common;
 mod nodeenv;
@@ -693,4 +694,80 @@ fn an_image_missing_from_the_store_fails_alone() {
             .find(|l| l.contains("copy failed"))
             .unwrap_or_default()
     );
+}
+
+fn ztp_fixture(name: &str) -> String {
+    read(&common::repo_root().join("tests/fixtures/ztp").join(name))
+}
+
+#[test]
+fn merged_into_a_clusterinstance_the_manifests_ride_in_extra_manifests_refs() {
+    let dir = scratch("store-clusterinstance");
+    let settings = NodeSet::new("data")
+        .expect("label")
+        .gitops(Format::Store, None)
+        .expect("settings");
+    // The upstream example, its one value the CRD refuses quoted (as tests/node_gitops.rs does).
+    let example = ztp_fixture("clusterinstance-example-sno.yaml")
+        .replace("      common: true\n", "      common: \"true\"\n");
+    let file = dir.path().join("example-sno.yaml");
+    fs::write(&file, &example).expect("writing");
+    prestage::node::gitops::merge_into(&file, &settings).expect("merging");
+    let docs = yaml_docs(&read(&file));
+    let ci = crd_validator(
+        &ztp_fixture("siteconfig.open-cluster-management.io_clusterinstances.yaml"),
+        "v1alpha1",
+    );
+    let instance = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterInstance")
+        .expect("the ClusterInstance");
+    let e = schema_errors(&ci, instance);
+    assert!(
+        e.is_empty(),
+        "the merged ClusterInstance fails its CRD:\n{e}"
+    );
+    let refs = instance["spec"]["extraManifestsRefs"]
+        .as_array()
+        .expect("extraManifestsRefs");
+    assert!(refs
+        .iter()
+        .any(|r| r["name"] == prestage::node::manifests::CONFIG_MAP));
+    let cm = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "ConfigMap"
+                && d["metadata"]["name"] == prestage::node::manifests::CONFIG_MAP
+        })
+        .expect("the manifests' ConfigMap");
+    assert_eq!(cm["apiVersion"], "v1");
+    assert_eq!(
+        cm["metadata"]["namespace"],
+        instance["metadata"]["namespace"]
+    );
+    let data = cm["data"].as_object().expect("data");
+    for m in &settings.manifests {
+        assert_eq!(
+            data[&m.file_name],
+            J::String(m.yaml.clone()),
+            "{}",
+            m.file_name
+        );
+    }
+    assert_eq!(data.len(), settings.manifests.len());
+
+    // A SiteConfig takes manifests from a directory: refused, saying where they are.
+    let sc = dir.path().join("siteconfig.yaml");
+    fs::write(&sc, ztp_fixture("siteconfig-example-sno.yaml")).expect("writing");
+    let e = format!(
+        "{:#}",
+        prestage::node::gitops::merge_into(&sc, &settings).expect_err("a SiteConfig")
+    );
+    assert!(
+        e.contains("extraManifestPath")
+            && e.contains("99-prestage-store-master.yaml")
+            && e.contains(".node directory"),
+        "{e}"
+    );
+    assert_eq!(read(&sc), ztp_fixture("siteconfig-example-sno.yaml"));
 }

@@ -1,6 +1,6 @@
 //! The node files of the `store` payload, judged by the programs that consume them:
 //! `ignition-validate` and the real Ignition for both overrides, `systemd-analyze verify` for
-//! every unit (the overrides' and the MachineConfig's), `shellcheck` for the loader, the
+//! every unit (the overrides' and the MachineConfig's), `shellcheck` for the scripts, the
 //! machine-config CRDs' own schemas (`tests/fixtures/mco/`, strict) and their CEL path rules for
 //! the cluster manifests; and, as root, the real skopeo against a store on an XFS partition:
 //! a store written by skopeo itself (the fixture's images: OCI, an OCI index, Docker v2s2, a
@@ -151,17 +151,14 @@ fn overrides_pass_ignition_validate_and_ignition_installs_what_systemd_accepts()
 }
 
 #[test]
-fn the_loader_is_shellcheck_clean() {
+fn the_scripts_are_shellcheck_clean() {
     let shellcheck = require("shellcheck", "shellcheck");
     let dir = scratch("store-shellcheck");
     let out = node_dir(dir.path());
-    let p = out.join("extract-ocp.sh");
-    let r = run(Command::new(&shellcheck).arg(&p));
-    assert!(
-        r.status.success(),
-        "shellcheck extract-ocp.sh:\n{}",
-        r.both()
-    );
+    for s in ["extract-ocp.sh", "assisted.sh"] {
+        let r = run(Command::new(&shellcheck).arg(out.join(s)));
+        assert!(r.status.success(), "shellcheck {s}:\n{}", r.both());
+    }
 }
 
 fn mco_fixture(name: &str) -> String {

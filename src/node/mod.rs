@@ -202,7 +202,7 @@ impl NodeSet {
         v.push((
             "assisted.sh".to_string(),
             0o755,
-            assisted::script(&self.label).into_bytes(),
+            assisted::script(&self.label, &settings.manifests).into_bytes(),
         ));
         v.push((
             "clusterinstance.yaml".to_string(),
@@ -325,7 +325,7 @@ fn readme(
     if !manifests.is_empty() {
         rows.push((
             names.as_str(),
-            "cluster manifests (MachineConfig mounting the partition, ContainerRuntimeConfig: OpenShift 4.22 TechPreviewNoUpgrade, default from 4.23); also in clusterinstance.yaml's ConfigMap; for a SiteConfig's extraManifestPath or Assisted Service's cluster manifests",
+            "cluster manifests (MachineConfig mounting the partition, ContainerRuntimeConfig: OpenShift 4.22 TechPreviewNoUpgrade, default from 4.23); also in clusterinstance.yaml's ConfigMap; assisted.sh uploads them to the infra-env's cluster; for a SiteConfig, copy them into its extraManifestPath",
         ));
     }
     rows.extend([

@@ -303,8 +303,10 @@ fn on_command_lines(watch: &[String]) -> Vec<String> {
 /// `v2UpdateClusterManifest`): GETs answer the infra-env and host JSON
 /// (`ignition_config_override`; `ignition_config_overrides`, `installer_args`, strings), PATCHes
 /// replace those fields with what they carry and answer 201; manifests are listed as
-/// `{folder, file_name}`, downloaded as their bytes, created from `content` and replaced from
-/// `updated_content` (base64). Each request is recorded with the
+/// `{folder, file_name}`, downloaded as their bytes, created from `content` (refused when the
+/// file exists, as assisted-service's `validateFileDistinct` does) and replaced from
+/// `updated_content` (base64; swagger.yaml and `internal/manifests/manifests.go` at
+/// `063b257950f726d6b291dc94b806bc243a1b56de`). Each request is recorded with the
 /// `watch` strings found on command lines while it was open.
 fn service(state: State, watch: &[&str]) -> (String, Arc<Mutex<State>>) {
     let l = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1");
@@ -377,8 +379,15 @@ fn service(state: State, watch: &[&str]) -> (String, Arc<Mutex<State>>) {
                         let v = req.json();
                         assert_eq!(v["folder"], "openshift", "{v}");
                         let f = v["file_name"].as_str().expect("file_name").to_string();
-                        g.manifests.insert(f, b64(&v["content"]));
-                        ("201 Created", b"{}".to_vec())
+                        match g.manifests.entry(f) {
+                            std::collections::btree_map::Entry::Occupied(_) => {
+                                ("409 Conflict", b"{}".to_vec())
+                            }
+                            std::collections::btree_map::Entry::Vacant(e) => {
+                                e.insert(b64(&v["content"]));
+                                ("201 Created", b"{}".to_vec())
+                            }
+                        }
                     }
                     ("PATCH", Some((_, "manifests"))) => {
                         let v = req.json();

@@ -7,7 +7,9 @@
 //! registry with a port) copied onto a fresh XFS behind a read-only loop device, which the
 //! fallback loader copies into an ordinary storage under every exact by-digest name, and which
 //! `storage.conf` as the discovery override writes it serves in place; the manifests merged into
-//! the upstream ClusterInstance example pass its CRD and ride in `extraManifestsRefs`.
+//! the upstream ClusterInstance example pass its CRD and ride in `extraManifestsRefs`; and an image
+//! `prestage compose` writes with that store on its data partition (prestage's own XFS) is read
+//! back by `prestage node` as a store payload, and its loader copies every image out of it.
 
 mod common;
 mod nodeenv;
@@ -364,17 +366,11 @@ fn fixture_images(dir: &Path) -> Vec<(String, String)> {
     ]
 }
 
-/// A data partition holding a store: the fixture's images copied by skopeo into an overlay
-/// store, that store's files copied onto a fresh XFS (as the payload puts it: `store/` beside the
-/// lists), in `dir`. Returns the XFS file and the references, in `ocp-images.txt`'s order.
-fn store_partition(dir: &Path) -> (PathBuf, Vec<String>) {
-    store_partition_listing(dir, &[])
-}
-
-/// The same, with `absent` (references the store does not hold) listed too.
-fn store_partition_listing(dir: &Path, absent: &[&str]) -> (PathBuf, Vec<String>) {
+/// The fixture's images copied by skopeo into an overlay store (its root returned), and the
+/// partition root's lists (`absent` listed too) in a directory: (store root, lists, references
+/// in `ocp-images.txt`'s order).
+fn skopeo_store(dir: &Path, absent: &[&str]) -> (PathBuf, PathBuf, Vec<String>) {
     require("skopeo", "skopeo");
-    let mkfs = require("mkfs.xfs", "xfsprogs");
     let images = fixture_images(dir);
     let src = dir.join("skopeo-store");
     for (from, to) in &images {
@@ -397,7 +393,20 @@ fn store_partition_listing(dir: &Path, absent: &[&str]) -> (PathBuf, Vec<String>
     fs::write(lists.join("ocp-images.txt"), listed.join("\n") + "\n").expect("write");
     fs::write(lists.join("ai-images.txt"), format!("{}\n", refs[4])).expect("write");
     fs::write(lists.join("mapping.txt"), "").expect("write");
+    (src.join("root"), lists, refs)
+}
 
+/// A data partition holding a store: the fixture's images copied by skopeo into an overlay
+/// store, that store's files copied onto a fresh XFS (as the payload puts it: `store/` beside the
+/// lists), in `dir`. Returns the XFS file and the references, in `ocp-images.txt`'s order.
+fn store_partition(dir: &Path) -> (PathBuf, Vec<String>) {
+    store_partition_listing(dir, &[])
+}
+
+/// The same, with `absent` (references the store does not hold) listed too.
+fn store_partition_listing(dir: &Path, absent: &[&str]) -> (PathBuf, Vec<String>) {
+    let mkfs = require("mkfs.xfs", "xfsprogs");
+    let (src, lists, refs) = skopeo_store(dir, absent);
     let xfs = dir.join("data.xfs");
     fs::File::create(&xfs)
         .and_then(|f| f.set_len(320 << 20))
@@ -410,7 +419,7 @@ fn store_partition_listing(dir: &Path, absent: &[&str]) -> (PathBuf, Vec<String>
         .args(["-m", "--propagation", "private", "bash", "-c"])
         .arg(format!(
             "set -e\nmount -t xfs {dev} {mnt}\nmkdir {mnt}/store\n\
-             cp -a {src}/root/overlay {src}/root/overlay-layers {src}/root/overlay-images {mnt}/store/\n\
+             cp -a {src}/overlay {src}/overlay-layers {src}/overlay-images {mnt}/store/\n\
              cp {lists}/ocp-images.txt {lists}/ai-images.txt {lists}/mapping.txt {mnt}/\n\
              umount {mnt}\n",
             dev = lp.dev,
@@ -767,4 +776,68 @@ fn merged_into_a_clusterinstance_the_manifests_ride_in_extra_manifests_refs() {
         "{e}"
     );
     assert_eq!(read(&sc), ztp_fixture("siteconfig-example-sno.yaml"));
+}
+
+#[test]
+fn prestage_node_reads_a_composed_store_image_and_its_loader_copies_from_prestages_xfs() {
+    nodeenv::require_root("the node tests");
+    let dir = scratch("store-composed");
+    let (src, lists, refs) = skopeo_store(dir.path(), &[]);
+    // The partition's content as the payload lays it out, written by prestage's own XFS writer.
+    let data = dir.path().join("data");
+    fs::create_dir_all(data.join("store")).expect("mkdir");
+    run(Command::new("cp")
+        .arg("-a")
+        .args(["overlay", "overlay-layers", "overlay-images"].map(|d| src.join(d)))
+        .arg(data.join("store")))
+    .success();
+    for f in ["ocp-images.txt", "ai-images.txt", "mapping.txt"] {
+        fs::copy(lists.join(f), data.join(f)).expect("copy a list");
+    }
+    let img = dir.path().join("store.raw");
+    run(Command::new(common::bin())
+        .args([
+            "compose",
+            "--layout",
+            "demo",
+            "--owners",
+            "keep",
+            "--content",
+        ])
+        .arg(format!("data={}", data.display()))
+        .arg("-o")
+        .arg(&img))
+    .success();
+
+    // prestage node reads the format back from the image and writes the store's node files.
+    let r = run(Command::new(common::bin()).arg("node").arg(&img)).success();
+    assert!(r.both().contains("store payload"), "{}", r.both());
+    let out = prestage::build::beside(&img, ".node");
+    let want = node_dir(dir.path());
+    for name in [
+        "discovery.ign",
+        "install.ign",
+        "extract-ocp.sh",
+        "99-prestage-store-master.yaml",
+    ] {
+        assert_eq!(read(&out.join(name)), read(&want.join(name)), "{name}");
+    }
+    assert!(!out.join("extract-ai.sh").exists());
+
+    let node = Node::new(&img, true);
+    storage_conf(&node, &[]);
+    let r = node.load(&out.join("extract-ocp.sh"));
+    assert!(r.status.success(), "{}", r.both());
+    assert!(
+        nodeenv::summary(&r).contains(&format!(
+            "summary: {n} loaded, 0 skipped, 0 failed of {n} images",
+            n = refs.len()
+        )),
+        "{}",
+        r.stderr
+    );
+    for name in &refs {
+        let want = name.rsplit_once("@sha256:").expect("a digest").1;
+        assert_eq!(node.stored_digest(name).as_deref(), Some(want), "{name}");
+    }
 }

@@ -9,7 +9,8 @@
 //! `storage.conf` as the discovery override writes it serves in place; the manifests merged into
 //! the upstream ClusterInstance example pass its CRD and ride in `extraManifestsRefs`; and an image
 //! `prestage compose` writes with that store on its data partition (prestage's own XFS) is read
-//! back by `prestage node` as a store payload, and its loader copies every image out of it.
+//! back by `prestage node` as a store payload, its loader copies every image out of it, and it
+//! serves every image in place.
 
 mod common;
 mod nodeenv;
@@ -576,16 +577,13 @@ fn the_fallback_loader_copies_every_image_out_of_a_read_only_store_under_its_dig
     assert_eq!(sha256_file(&xfs), before, "the partition changed");
 }
 
-#[test]
-fn the_discovery_storage_conf_serves_the_store_in_place_and_the_loader_then_copies_nothing() {
-    nodeenv::require_root("the node tests");
-    let dir = scratch("store-in-place");
-    let out = node_dir(dir.path());
-    let (xfs, refs) = store_partition(dir.path());
-    let node = Node::on_loop(Loop::attach(&xfs, 0, 320 << 20, true));
+/// With `storage.conf` as the discovery override writes it (the partition mounted read-only
+/// where the mount unit puts it, here under the node's scratch directory), every name resolves
+/// in place to its digest, and the loader copies nothing into the node's own storage.
+fn assert_served_in_place(node: &Node, out: &Path, refs: &[String]) {
     let mnt = node.dir.path().join("prestage");
     let store_path = mnt.join("store");
-    storage_conf(&node, &[store_path.to_str().expect("a UTF-8 path")]);
+    storage_conf(node, &[store_path.to_str().expect("a UTF-8 path")]);
     fs::create_dir_all(&mnt).expect("mkdir");
 
     // In one mount namespace: the partition read-only where the mount unit puts it (here under
@@ -594,7 +592,7 @@ fn the_discovery_storage_conf_serves_the_store_in_place_and_the_loader_then_copi
         "mount -t xfs -o ro,nouuid /dev/disk/by-partlabel/data {}\n",
         mnt.display()
     );
-    for name in &refs {
+    for name in refs {
         script.push_str(&format!(
             "printf '%s %s\\n' {name} \"$(skopeo inspect --raw containers-storage:{name} | sha256sum | cut -d' ' -f1)\"\n"
         ));
@@ -602,7 +600,7 @@ fn the_discovery_storage_conf_serves_the_store_in_place_and_the_loader_then_copi
     script.push_str(&format!("{}\n", out.join("extract-ocp.sh").display()));
     let r = node.sh(&script);
     assert!(r.status.success(), "{}", r.both());
-    for name in &refs {
+    for name in refs {
         let want = name.rsplit_once("@sha256:").expect("a digest").1;
         assert!(
             r.stdout.lines().any(|l| l == format!("{name} {want}")),
@@ -627,6 +625,16 @@ fn the_discovery_storage_conf_serves_the_store_in_place_and_the_loader_then_copi
         J::Array(vec![]),
         "images were written into the node's storage"
     );
+}
+
+#[test]
+fn the_discovery_storage_conf_serves_the_store_in_place_and_the_loader_then_copies_nothing() {
+    nodeenv::require_root("the node tests");
+    let dir = scratch("store-in-place");
+    let out = node_dir(dir.path());
+    let (xfs, refs) = store_partition(dir.path());
+    let node = Node::on_loop(Loop::attach(&xfs, 0, 320 << 20, true));
+    assert_served_in_place(&node, &out, &refs);
 
     // Without the partition the store path is the empty directory the dir unit creates: the
     // storage works (the names are just not there); a listed path that does not exist would
@@ -840,4 +848,7 @@ fn prestage_node_reads_a_composed_store_image_and_its_loader_copies_from_prestag
         let want = name.rsplit_once("@sha256:").expect("a digest").1;
         assert_eq!(node.stored_digest(name).as_deref(), Some(want), "{name}");
     }
+    // And the store on prestage's XFS serves every image in place.
+    node.fresh_storage();
+    assert_served_in_place(&node, &out, &refs);
 }

@@ -1,7 +1,7 @@
 //! The files beside an image (`OUT.node/`), judged by the programs that consume them:
 //! `ignition-validate` and the real Ignition binary (Debian `ignition`) for the overrides,
 //! `systemd-analyze verify` for the units, `shellcheck` for every script, `assisted.sh` (curl and
-//! jq) against a stand-in Assisted Service holding existing overrides and installer arguments
+//! jq) against a stand-in Assisted Service holding existing overrides, installer arguments and cluster manifests
 //! (its merge compared with prestage's own), a YAML parser for the SiteConfig snippet, `virt-install` / `virsh` (libvirt's test driver) for the lab
 //! files, and `prestage node` regenerating the directory from a built image.
 
@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
+use base64::Engine as _;
 use common::{require, run, scratch, Run};
 use prestage::compose::emit::Format as ImageFormat;
 use prestage::node::NodeSet;
@@ -276,6 +277,8 @@ struct State {
     requests: Vec<Request>,
     /// When set, every request is answered with this status.
     fail: Option<&'static str>,
+    /// The cluster's manifests in the folder `openshift`: file name -> contents.
+    manifests: std::collections::BTreeMap<String, Vec<u8>>,
 }
 
 /// Strings of `/proc/*/cmdline` that contain one of `watch`.
@@ -295,9 +298,15 @@ fn on_command_lines(watch: &[String]) -> Vec<String> {
 
 /// A stand-in for Assisted Service's REST API on 127.0.0.1, as the parts assisted.sh uses
 /// behave (swagger.yaml `v2GetInfraEnv`, `v2GetHost`, `v2UpdateInfraEnv`,
-/// `v2UpdateHostIgnition`, `v2UpdateHostInstallerArgs`): GETs answer the infra-env and host JSON
+/// `v2UpdateHostIgnition`, `v2UpdateHostInstallerArgs`, and of the cluster's manifests
+/// `v2ListClusterManifests`, `v2DownloadClusterManifest`, `v2CreateClusterManifest`,
+/// `v2UpdateClusterManifest`): GETs answer the infra-env and host JSON
 /// (`ignition_config_override`; `ignition_config_overrides`, `installer_args`, strings), PATCHes
-/// replace those fields with what they carry and answer 201. Each request is recorded with the
+/// replace those fields with what they carry and answer 201; manifests are listed as
+/// `{folder, file_name}`, downloaded as their bytes, created from `content` (refused when the
+/// file exists, as assisted-service's `validateFileDistinct` does) and replaced from
+/// `updated_content` (base64; swagger.yaml and `internal/manifests/manifests.go` at
+/// `063b257950f726d6b291dc94b806bc243a1b56de`). Each request is recorded with the
 /// `watch` strings found on command lines while it was open.
 fn service(state: State, watch: &[&str]) -> (String, Arc<Mutex<State>>) {
     let l = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1");
@@ -339,6 +348,65 @@ fn service(state: State, watch: &[&str]) -> (String, Arc<Mutex<State>>) {
             let mut g = s.lock().expect("lock");
             let mut parts = req.line.split(' ');
             let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            if let Some(rest) = path.strip_prefix("/api/assisted-install/v2/clusters/") {
+                let b64 = |v: &serde_json::Value| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(v.as_str().expect("base64 content"))
+                        .expect("base64")
+                };
+                let (status, answer): (&str, Vec<u8>) = match (method, rest.split_once('/')) {
+                    ("GET", Some((_, "manifests"))) => (
+                        "200 OK",
+                        serde_json::Value::Array(
+                            g.manifests
+                                .keys()
+                                .map(|f| serde_json::json!({"folder": "openshift", "file_name": f}))
+                                .collect(),
+                        )
+                        .to_string()
+                        .into_bytes(),
+                    ),
+                    ("GET", Some((_, q)))
+                        if q.starts_with("manifests/files?folder=openshift&file_name=") =>
+                    {
+                        let f = q.rsplit('=').next().unwrap_or_default();
+                        match g.manifests.get(f) {
+                            Some(b) => ("200 OK", b.clone()),
+                            None => ("404 Not Found", b"{}".to_vec()),
+                        }
+                    }
+                    ("POST", Some((_, "manifests"))) => {
+                        let v = req.json();
+                        assert_eq!(v["folder"], "openshift", "{v}");
+                        let f = v["file_name"].as_str().expect("file_name").to_string();
+                        match g.manifests.entry(f) {
+                            std::collections::btree_map::Entry::Occupied(_) => {
+                                ("409 Conflict", b"{}".to_vec())
+                            }
+                            std::collections::btree_map::Entry::Vacant(e) => {
+                                e.insert(b64(&v["content"]));
+                                ("201 Created", b"{}".to_vec())
+                            }
+                        }
+                    }
+                    ("PATCH", Some((_, "manifests"))) => {
+                        let v = req.json();
+                        let f = v["file_name"].as_str().expect("file_name").to_string();
+                        g.manifests.insert(f, b64(&v["updated_content"]));
+                        ("200 OK", b"{}".to_vec())
+                    }
+                    _ => ("404 Not Found", b"{}".to_vec()),
+                };
+                g.requests.push(req);
+                drop(g);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    answer.len()
+                );
+                let _ = conn.write_all(&answer);
+                continue;
+            }
             let path = path
                 .strip_prefix("/api/assisted-install/v2/infra-envs/")
                 .unwrap_or("");
@@ -764,6 +832,204 @@ fn assisted_sh_and_prestage_merge_alike_and_refuse_alike() {
         .requests
         .iter()
         .all(|q| !q.line.contains("/hosts/") || q.line.starts_with("GET")));
+}
+
+#[test]
+fn assisted_sh_and_prestage_merge_the_store_override_alike() {
+    let dir = scratch("node-assisted-store");
+    let out = node_dir(dir.path(), Format::Store, None);
+    let ours = NodeSet::new("data")
+        .expect("label")
+        .ignition_config(Format::Store, Stage::Discovery)
+        .expect("override");
+    // The store override of an older prestage run for another label, merged before: its units
+    // (same names, other contents) are replaced in place, its storage.conf (the same) kept.
+    let old = NodeSet::new("old")
+        .expect("label")
+        .ignition_config(Format::Store, Stage::Discovery)
+        .expect("override");
+    let existing = match prestage::node::merge::merge_ignition(CHRONY_31, &old).expect("merge") {
+        prestage::node::merge::Merged::Changed(j) => j.to_compact(),
+        _ => panic!("no change"),
+    };
+    let want = match prestage::node::merge::merge_ignition(&existing, &ours).expect("merge") {
+        prestage::node::merge::Merged::Changed(j) => j,
+        _ => panic!("prestage's merge changes nothing"),
+    };
+    let (url, st) = service(
+        State {
+            infra_env: serde_json::json!({"ignition_config_override": existing}),
+            ..State::default()
+        },
+        &[],
+    );
+    let (r, _) = assisted(&out, &[&url, INFRA], TOKEN, &[]);
+    assert!(r.status.success(), "{}", r.both());
+    let reqs = st.lock().expect("lock").requests.clone();
+    assert_eq!(reqs.len(), 2, "{:#?}", lines(&reqs));
+    assert!(
+        carried(&reqs[1], "ignition_config_override").same(&want),
+        "jq and prestage merge the store override differently"
+    );
+
+    // A user's own storage.conf: both refuse, naming the path only.
+    let mine = r#"{"ignition":{"version":"3.2.0"},"storage":{"files":[{"path":"/etc/containers/storage.conf","contents":{"source":"data:,SECRET-X"}}]}}"#;
+    let (url, st) = service(
+        State {
+            infra_env: serde_json::json!({"ignition_config_override": mine}),
+            ..State::default()
+        },
+        &[],
+    );
+    let (r, _) = assisted(&out, &[&url, INFRA], TOKEN, &[]);
+    assert_eq!(r.status.code(), Some(2), "{}", r.both());
+    assert!(
+        r.stderr
+            .contains("storage.files[0] (/etc/containers/storage.conf)"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.both().contains("SECRET-X"), "{}", r.both());
+    assert_eq!(
+        st.lock().expect("lock").requests.len(),
+        1,
+        "something was sent"
+    );
+    assert!(prestage::node::merge::merge_ignition(mine, &ours).is_err());
+}
+
+#[test]
+fn assisted_sh_uploads_the_store_manifests_to_the_infra_envs_cluster() {
+    let dir = scratch("node-assisted-manifests");
+    let out = node_dir(dir.path(), Format::Store, None);
+    let manifests =
+        prestage::node::manifests::for_format(Format::Store, "data").expect("manifests");
+    let cluster = "c1a55e00-1111-2222-3333-444455556666";
+    let capi = format!("/api/assisted-install/v2/clusters/{cluster}/manifests");
+
+    // Bound to a cluster that has a manifest of its own: ours are added, its own is kept.
+    let (url, st) = service(
+        State {
+            infra_env: serde_json::json!({"id": INFRA, "cluster_id": cluster}),
+            manifests: [("50-mine.yaml".to_string(), b"kind: Mine\n".to_vec())].into(),
+            ..State::default()
+        },
+        &[],
+    );
+    let (r, _) = assisted(&out, &[&url, INFRA], TOKEN, &[]);
+    assert!(r.status.success(), "{}", r.both());
+    {
+        let g = st.lock().expect("lock");
+        for m in &manifests {
+            assert_eq!(
+                g.manifests.get(&m.file_name).map(Vec::as_slice),
+                Some(m.yaml.as_bytes()),
+                "{} was not uploaded as it is",
+                m.file_name
+            );
+        }
+        assert_eq!(g.manifests["50-mine.yaml"], b"kind: Mine\n");
+        let posts = g
+            .requests
+            .iter()
+            .filter(|q| q.line == format!("POST {capi} HTTP/1.1"))
+            .count();
+        assert_eq!(posts, manifests.len(), "{:#?}", lines(&g.requests));
+        for q in &g.requests {
+            assert_eq!(
+                q.header("authorization"),
+                Some(format!("Bearer {TOKEN}").as_str())
+            );
+        }
+    }
+    // Again: every manifest is there as it is, nothing is sent.
+    let (r, _) = assisted(&out, &[&url, INFRA], TOKEN, &[]);
+    assert!(r.status.success(), "{}", r.both());
+    assert!(
+        r.stderr
+            .contains("already holds 99-prestage-store-master.yaml; unchanged"),
+        "{}",
+        r.stderr
+    );
+    let sent = st
+        .lock()
+        .expect("lock")
+        .requests
+        .iter()
+        .filter(|q| !q.line.starts_with("GET"))
+        .count();
+    assert_eq!(sent, manifests.len() + 1, "the second run sent something");
+
+    // One prestage wrote differently (another label) is replaced; one of the user's with our
+    // name is refused before anything is sent.
+    let older = prestage::node::manifests::for_format(Format::Store, "old").expect("manifests");
+    let (url, st) = service(
+        State {
+            infra_env: serde_json::json!({"id": INFRA, "cluster_id": cluster}),
+            manifests: [(
+                older[0].file_name.clone(),
+                older[0].yaml.clone().into_bytes(),
+            )]
+            .into(),
+            ..State::default()
+        },
+        &[],
+    );
+    let (r, _) = assisted(&out, &[&url, INFRA], TOKEN, &[]);
+    assert!(r.status.success(), "{}", r.both());
+    let g = st.lock().expect("lock");
+    assert_eq!(
+        g.manifests[&manifests[0].file_name],
+        manifests[0].yaml.as_bytes()
+    );
+    assert!(g
+        .requests
+        .iter()
+        .any(|q| q.line == format!("PATCH {capi} HTTP/1.1")));
+    drop(g);
+    let (url, st) = service(
+        State {
+            infra_env: serde_json::json!({"id": INFRA, "cluster_id": cluster}),
+            manifests: [(manifests[2].file_name.clone(), b"kind: Mine\n".to_vec())].into(),
+            ..State::default()
+        },
+        &[],
+    );
+    let (r, _) = assisted(&out, &[&url, INFRA], TOKEN, &[]);
+    assert_eq!(r.status.code(), Some(2), "{}", r.both());
+    assert!(
+        r.stderr.contains("is not one prestage wrote"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        st.lock()
+            .expect("lock")
+            .requests
+            .iter()
+            .all(|q| q.line.starts_with("GET")),
+        "something was sent"
+    );
+
+    // Not bound to a cluster (late binding): said, and the rest is done.
+    let (url, st) = service(
+        State {
+            infra_env: serde_json::json!({"id": INFRA}),
+            ..State::default()
+        },
+        &[],
+    );
+    let (r, _) = assisted(&out, &[&url, INFRA], TOKEN, &[]);
+    assert!(r.status.success(), "{}", r.both());
+    assert!(r.stderr.contains("bound to no cluster"), "{}", r.stderr);
+    assert!(st.lock().expect("lock").manifests.is_empty());
+    note!(
+        "{}",
+        r.stderr
+            .lines()
+            .find(|l| l.contains("no cluster"))
+            .unwrap_or_default()
+    );
 }
 
 #[test]

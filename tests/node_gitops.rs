@@ -56,13 +56,7 @@ fn into(file: &Path) -> Run {
         .arg(file))
 }
 
-/// Every document of a YAML text, as JSON values.
-fn docs(text: &str) -> Vec<J> {
-    use serde::Deserialize;
-    serde_yaml_ng::Deserializer::from_str(text)
-        .map(|d| J::deserialize(d).expect("YAML"))
-        .collect()
-}
+use nodeenv::{schema_errors, yaml_docs as docs};
 
 /// The JSON held in a string field.
 fn json_in(v: &J, what: &str) -> J {
@@ -72,52 +66,12 @@ fn json_in(v: &J, what: &str) -> J {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("{what} is not JSON: {e}"))
 }
 
-/// Makes a CRD schema strict: an object with `properties` and without
-/// `x-kubernetes-preserve-unknown-fields` or `additionalProperties` accepts no other key, as
-/// the API server's strict field validation refuses unknown fields.
-fn strict(v: &mut J) {
-    match v {
-        J::Object(m) => {
-            if m.contains_key("properties")
-                && !m.contains_key("additionalProperties")
-                && m.get("x-kubernetes-preserve-unknown-fields") != Some(&J::Bool(true))
-            {
-                m.insert("additionalProperties".to_string(), J::Bool(false));
-            }
-            for x in m.values_mut() {
-                strict(x);
-            }
-        }
-        J::Array(a) => a.iter_mut().for_each(strict),
-        _ => {}
-    }
-}
-
 /// The ClusterInstance CRD's `v1alpha1` schema, strict, as a validator.
 fn crd() -> jsonschema::Validator {
-    let crd = docs(&fixture(
-        "siteconfig.open-cluster-management.io_clusterinstances.yaml",
-    ));
-    let version = crd[0]["spec"]["versions"]
-        .as_array()
-        .expect("versions")
-        .iter()
-        .find(|v| v["name"] == "v1alpha1")
-        .expect("the CRD serves v1alpha1");
-    let mut schema = version["schema"]["openAPIV3Schema"].clone();
-    assert!(schema.is_object(), "no openAPIV3Schema");
-    strict(&mut schema);
-    jsonschema::draft4::options()
-        .build(&schema)
-        .expect("the CRD's schema compiles")
-}
-
-/// The schema's errors for `doc`, one per line.
-fn schema_errors(v: &jsonschema::Validator, doc: &J) -> String {
-    v.iter_errors(doc)
-        .map(|e| format!("{}: {e}", e.instance_path()))
-        .collect::<Vec<_>>()
-        .join("\n")
+    nodeenv::crd_validator(
+        &fixture("siteconfig.open-cluster-management.io_clusterinstances.yaml"),
+        "v1alpha1",
+    )
 }
 
 #[test]

@@ -22,6 +22,9 @@ pub enum PayloadArg {
     Shared,
     /// One `<name>.tgz` per image at the root, as the upstream extract script loads them.
     Ztp,
+    /// A containers-storage overlay store under `store/`, used in place by the node as an
+    /// additional image store (zero copy); a copying loader for clusters without the feature gate.
+    Store,
 }
 
 impl From<PayloadArg> for Format {
@@ -29,6 +32,7 @@ impl From<PayloadArg> for Format {
         match p {
             PayloadArg::Shared => Format::Shared,
             PayloadArg::Ztp => Format::Ztp,
+            PayloadArg::Store => Format::Store,
         }
     }
 }
@@ -112,6 +116,9 @@ pub struct PlanArgs {
 
 impl CommonArgs {
     fn request(&self, formats: Vec<Format>, mtime: i64) -> Result<Request> {
+        for f in &formats {
+            crate::payload::check_written(*f)?;
+        }
         Ok(Request {
             images: self.set.request(Tagged::ManifestsOnly, self.quiet),
             layout: Layout::named_or_file(&self.target.layout)?,

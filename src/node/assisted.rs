@@ -11,7 +11,10 @@
 //!   data partition when it writes RHCOS (sent as `{"args": [...]}` to
 //!   `.../hosts/{host_id}/installer-args`);
 //! - `assisted.sh`: merges them into what the service holds and applies them (service URL,
-//!   infra-env id, host id; token from the environment, never printed; see the script's header).
+//!   infra-env id, host id; token from the environment, never printed; see the script's header);
+//!   a payload's cluster manifests (`store`) it uploads to the cluster the infra-env is bound to
+//!   (`POST /api/assisted-install/v2/clusters/{cluster_id}/manifests`, folder `openshift`),
+//!   replacing only manifests prestage wrote.
 //!
 //! Everything is serialized with serde from typed values; the Ignition strings are the compact
 //! JSON of [`super::ignition::Config`].
@@ -64,9 +67,21 @@ pub fn bodies(discovery: &str, install: &str, label: &str) -> Result<[(String, V
     ])
 }
 
-/// `assisted.sh` for the partition `label`.
-pub fn script(label: &str) -> String {
-    SCRIPT.replace("@LABEL@", label)
+/// `assisted.sh` for the partition `label`, uploading `manifests` (files beside it) to the
+/// infra-env's cluster; their names are checked ConfigMap keys (`[A-Za-z0-9._-]`).
+pub fn script(label: &str, manifests: &[super::manifests::ClusterManifest]) -> String {
+    let names = manifests
+        .iter()
+        .map(|m| m.file_name.as_str())
+        .filter(|n| {
+            n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    SCRIPT
+        .replace("@LABEL@", label)
+        .replace("@MANIFESTS@", &names)
 }
 
 #[cfg(test)]

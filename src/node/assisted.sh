@@ -22,6 +22,11 @@
 #   host:       GET  .../infra-envs/INFRA_ENV_ID/hosts/HOST_ID
 #               PATCH .../hosts/HOST_ID/ignition        {"config": <its override merged with install.ign>}
 #               PATCH .../hosts/HOST_ID/installer-args  {"args": <its arguments + --save-partlabel @LABEL@>}
+#   cluster:    (payloads with cluster manifests: the infra-env's cluster_id)
+#               GET  /api/assisted-install/v2/clusters/CLUSTER_ID/manifests
+#               POST the same, {"folder": "openshift", "file_name": F, "content": <base64>} per
+#               manifest it lacks; one it holds with other contents is replaced (PATCH, with
+#               "updated_content") when prestage wrote it, else refused before anything is sent
 # Ignition overrides are merged as Ignition merges configs: every file, directory, link and unit
 # of both is kept; a path or unit name both define is refused, naming both (an entry prestage
 # wrote earlier is replaced); the existing spec version (3.1.0 or 3.2.0) is kept. Installer
@@ -41,13 +46,14 @@ URL=${1%/}
 INFRA_ENV=$2
 HOST=${3:-}
 LABEL=@LABEL@
+MANIFESTS=(@MANIFESTS@)
 ID_RE='^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
 [[ ${URL} =~ ^https?://[^[:space:]]+$ ]] || die "SERVICE_URL: not an http(s) URL"
 [[ ${INFRA_ENV} =~ ${ID_RE} ]] || die "INFRA_ENV_ID: not a UUID"
 [ -z "${HOST}" ] || [[ ${HOST} =~ ${ID_RE} ]] || die "HOST_ID: not a UUID"
 
 DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
-for f in discovery.ign install.ign; do
+for f in discovery.ign install.ign ${MANIFESTS[@]+"${MANIFESTS[@]}"}; do
     [ -f "${DIR}/${f}" ] || die "${DIR}/${f}: not found"
 done
 command -v curl >/dev/null 2>&1 || die "curl is not installed"
@@ -95,8 +101,10 @@ def prestage_file: (.contents.source? // "") as $s
       and ($t[0:512] | contains("Written by prestage for\n# the `")));
 def prestage_unit: (.contents? // "") as $c
   | ($c | type) == "string"
-    and ($c | startswith("[Unit]\nDescription=Load the pre-staged "))
-    and ($c | contains("\nDocumentation=file:///usr/local/bin/extract-"));
+    and ((($c | startswith("[Unit]\nDescription=Load the pre-staged "))
+        and ($c | contains("\nDocumentation=file:///usr/local/bin/extract-")))
+      or ($c | startswith("[Unit]\nDescription=Create /var/lib/prestage/store, "))
+      or ($c | startswith("[Unit]\nDescription=The pre-staged container image store ")));
 def list($cfg; $a; $b; $what):
   ($cfg[$a] // {}) as $o
   | if ($o | type) != "object" then fail("\($what): \($a): not an object (a JSON \($o | type))") else . end
@@ -191,6 +199,34 @@ jqmerge() {
 
 # The infra-env's discovery override.
 call GET "${API}" "${WORK}/infra-env.json"
+
+# The payload's cluster manifests, into the cluster the infra-env is bound to: what to send is
+# decided (and a manifest of someone else's with our name refused) before anything is sent.
+SEND=()
+if [ "${#MANIFESTS[@]}" -gt 0 ]; then
+    CLUSTER=$(jq -r '.cluster_id // "" | strings' "${WORK}/infra-env.json")
+    if ! [[ ${CLUSTER} =~ ${ID_RE} ]]; then
+        say "the infra-env is bound to no cluster: upload ${MANIFESTS[*]} to its cluster (folder openshift) once it is, or run this again then; without them the install-stage loader copies the images instead"
+    else
+        CAPI=${URL}/api/assisted-install/v2/clusters/${CLUSTER}/manifests
+        call GET "${CAPI}" "${WORK}/manifests.json"
+        for m in "${MANIFESTS[@]}"; do
+            if jq -e --arg f "${m}" 'any(.[]?; .folder == "openshift" and .file_name == $f)' \
+                "${WORK}/manifests.json" >/dev/null; then
+                call GET "${CAPI}/files?folder=openshift&file_name=${m}" "${WORK}/have.${m}"
+                if cmp -s -- "${WORK}/have.${m}" "${DIR}/${m}"; then
+                    say "the cluster already holds ${m}; unchanged"
+                    continue
+                fi
+                [ "$(head -c 11 -- "${WORK}/have.${m}")" = "# prestage," ] ||
+                    die "the cluster's manifest openshift/${m} is not one prestage wrote: rename or remove yours"
+                SEND+=("PATCH ${m}")
+            else
+                SEND+=("POST ${m}")
+            fi
+        done
+    fi
+fi
 jqmerge "${WORK}/discovery.merged" --slurpfile ours "${DIR}/discovery.ign" \
     "${MERGE_JQ} (.ignition_config_override // \"\") | merge_ign(\$ours[0]; \"the infra-env's ignition_config_override\")" \
     "${WORK}/infra-env.json"
@@ -199,6 +235,20 @@ if [ "$(jq -r '.changed' "${WORK}/discovery.merged")" = true ]; then
     call PATCH "${API}" "${WORK}/answer" "${WORK}/discovery.body"
 else
     say "the infra-env's ignition_config_override already holds prestage's loader and unit; unchanged"
+fi
+if [ "${#SEND[@]}" -gt 0 ]; then
+    for item in "${SEND[@]}"; do
+        method=${item%% *}
+        m=${item#* }
+        if [ "${method}" = POST ]; then
+            jq -n --arg f "${m}" --rawfile c "${DIR}/${m}" \
+                '{folder: "openshift", file_name: $f, content: ($c | @base64)}' > "${WORK}/manifest.body"
+        else
+            jq -n --arg f "${m}" --rawfile c "${DIR}/${m}" \
+                '{folder: "openshift", file_name: $f, updated_content: ($c | @base64)}' > "${WORK}/manifest.body"
+        fi
+        call "${method}" "${CAPI}" "${WORK}/answer" "${WORK}/manifest.body"
+    done
 fi
 
 if [ -n "${HOST}" ]; then

@@ -11,10 +11,11 @@
 # - reads @LIST@ and mapping.txt from the partition root; lines that are not image references
 #   are reported and skipped, and no line is ever run or expanded by the shell;
 # - skips an image already stored under its exact name with its digest (in the discovery stage
-#   also under the tag mapping.txt gives it); a tag reference is skipped when that name exists;
+#   also under the tag mapping.txt gives it); a tag reference is skipped when that name exists
+#   (for the `store` payload: also when the store is the storage's additional image store);
 # - loads at most --jobs images at once (default: the CPU count, at least 1), retrying each
 #   failed image itself up to --retries times, and checks the digest stored for each;
-# - ends with one summary line and exits 1 when an image failed to load or a list line was
+@STORE_DOC@# - ends with one summary line and exits 1 when an image failed to load or a list line was
 #   refused (the others are still loaded), 2 when it cannot start (no partition, no mount, no
 #   room to extract); it removes only the directories it created.
 
@@ -116,7 +117,20 @@ cleanup() {
             log "could not unmount ${MNT}; it is left mounted, nothing on it was removed"
         fi
     fi
-    rm -rf -- "${WORK}"
+    # Never remove through a mount: one the storage library left in this run's throwaway store
+    # is unmounted first, and the work directory is kept when that fails.
+    local m kept=
+    while IFS= read -r m; do
+        m=$(printf '%b' "${m}")
+        if [[ ${m} == "${WORK}/"* ]] && ! umount -- "${m}" 2>/dev/null; then
+            kept=${m}
+        fi
+    done < <(findmnt -rn -o TARGET 2>/dev/null)
+    if [ -n "${kept}" ]; then
+        log "left ${WORK} in place: ${kept} is still mounted"
+    else
+        rm -rf -- "${WORK}"
+    fi
     exit "${rc}"
 }
 trap cleanup EXIT
@@ -146,7 +160,7 @@ cd -- "${MNT}" || die "cannot enter ${MNT}"
 for f in "${LIST}" mapping.txt; do
     [ -f "${f}" ] || die "${MNT}/${f}: not found (is this a prestage partition?)"
 done
-@ZTP_SCRATCH@
+@FORMAT_SETUP@
 # Image references as the lists hold them: HOST[:PORT]/PATH@sha256:HEX, or HOST[:PORT]/PATH:TAG.
 REF_RE='^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-]+[a-z0-9]+)*)+(@sha256:[a-f0-9]{64}|:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$'
 TAG_RE='^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$'
@@ -199,7 +213,38 @@ copy_to() {
     case "${FORMAT}" in
         shared) skopeo copy -q --src-shared-blob-dir "${MNT}/blobs" "oci:${src}" "containers-storage:${dest}" ;;
         ztp) skopeo copy -q "dir:${src}" "containers-storage:${dest}" ;;
+        store) store_copy "${dest}" "${src}" ;;
     esac
+}
+
+# `store`: an image cannot be copied out of a containers-storage under its digest in one step
+# (a storage source hands its layers over uncompressed, which changes the manifest), so, with
+# DIR, a directory of this run:
+# 1. the image, named by its ID (its config's digest) only, into the default storage: its layers
+#    and config are copied, under no name;
+# 2. its manifests (a list's and the instance's) and config, as a dir: layout in DIR, under the
+#    exact name into the default storage opened with the partition's store as an additional
+#    image store: each layer is found there by its compressed digest, and the copy step 1 made
+#    (same layer ID, in the default storage, which is searched first) is the one the image uses.
+store_copy() {
+    local ref=$1 dir=$2 id top inst
+    mkdir -p -- "${dir}" || return 1
+    if ! skopeo inspect --raw --config "${SRC_STORE}${ref}" > "${dir}/config"; then
+        printf 'not in the store on the partition under this name, or unreadable there\n' >&2
+        return 1
+    fi
+    id=$(sha256sum < "${dir}/config" | cut -d' ' -f1)
+    mv -f -- "${dir}/config" "${dir}/${id}" || return 1
+    skopeo inspect --raw "${SRC_STORE}${ref}" > "${dir}/manifest.json" || return 1
+    skopeo inspect --raw "${SRC_STORE}@${id}" > "${dir}/instance" || return 1
+    top=$(sha256sum < "${dir}/manifest.json" | cut -d' ' -f1)
+    inst=$(sha256sum < "${dir}/instance" | cut -d' ' -f1)
+    if [ "${inst}" != "${top}" ]; then
+        mv -f -- "${dir}/instance" "${dir}/${inst}.manifest.json" || return 1
+    fi
+    printf 'Directory Transport Version: 1.1\n' > "${dir}/version" || return 1
+    skopeo copy -q "${SRC_STORE}@${id}" "containers-storage:@${id}" || return 1
+    skopeo copy -q --preserve-digests "dir:${dir}" "${DEST_STORE}${ref}"
 }
 
 # Loads one image, retrying it; writes loaded|skipped|failed into its status file.
@@ -228,6 +273,7 @@ load_one() {
                     continue
                 fi
                 ;;
+            store) src=${WORK}/image.${status##*/} ;;
         esac
         if ! copy_to "${src}" "${ref}" 2>"${err}"; then
             log "${ref}: copy failed (attempt ${attempt}): $(err_tail "${err}")"

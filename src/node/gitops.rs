@@ -405,7 +405,7 @@ impl Work<'_> {
                 bail!(
                     "{}: this payload needs cluster manifests ({}), which a SiteConfig takes \
                      from the directory its extraManifestPath names: copy them there from the \
-                     ConfigMap in clusterinstance.yaml",
+                     image's .node directory (prestage node IMAGE writes it)",
                     a.text,
                     self.s
                         .manifests

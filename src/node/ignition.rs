@@ -11,6 +11,10 @@
 //! is what it uses itself, what GitOps ZTP passes through to it, and what every RHCOS since OCP
 //! 4.7 runs. File modes are decimal integers (`493` = 0755), contents `data:` URLs (base64).
 //!
+//! The `store` payload's discovery override is different: no loader, but `storage.conf` and the
+//! units that mount the store ([`super::store`]); its install override is the fallback loader
+//! and its unit, as here.
+//!
 //! The units are `Type=oneshot` with only `Before=` and `WantedBy=`: the stage they precede waits
 //! for them but starts whether they succeed or fail, so a loader that fails (images missing from
 //! the node's storage are then pulled from the network as usual) never blocks the install. They
@@ -81,8 +85,9 @@ pub fn unit(stage: Stage, format: Format, label: &str) -> String {
 /// Whether `contents` is a unit file prestage wrote (any version, format, stage or label): what an
 /// Ignition merge may replace instead of refusing as the user's own unit.
 pub fn is_prestage_unit(contents: &str) -> bool {
-    contents.starts_with("[Unit]\nDescription=Load the pre-staged ")
-        && contents.contains("\nDocumentation=file:///usr/local/bin/extract-")
+    (contents.starts_with("[Unit]\nDescription=Load the pre-staged ")
+        && contents.contains("\nDocumentation=file:///usr/local/bin/extract-"))
+        || super::store::is_store_unit(contents)
 }
 
 /// An Ignition config, the parts the overrides use (spec 3.2.0 field names).
@@ -225,6 +230,11 @@ mod tests {
         for f in Format::ALL {
             for s in Stage::ALL {
                 assert!(is_prestage_unit(&unit(s, f, "lab-1")));
+            }
+        }
+        for s in Stage::ALL {
+            for u in super::super::store::units(s, "lab-1") {
+                assert!(is_prestage_unit(&u.contents), "{}", u.name);
             }
         }
         assert!(!is_prestage_unit("[Unit]\nDescription=mine\n"));

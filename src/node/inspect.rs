@@ -3,8 +3,8 @@
 //! through the filesystem's own metadata.
 //!
 //! A partition holds a payload when its root has `ai-images.txt` and `ocp-images.txt`; the
-//! format is `shared` when it has the `blobs/` directory, `ztp` when it has `*.tgz` files at the
-//! root. The label is the partition's GPT name (the name the node finds it by).
+//! format is `store` when it has the `store/` directory, `shared` when it has the `blobs/`
+//! directory, `ztp` when it has `*.tgz` files at the root. The label is the partition's GPT name (the name the node finds it by).
 
 use std::path::Path;
 
@@ -37,6 +37,9 @@ pub fn payload_format(m: &Manifest) -> Option<Format> {
     let has = |path: &str, kind: &str| m.entries.iter().any(|r| r.path == path && r.kind == kind);
     if !Stage::ALL.iter().all(|s| has(s.list(), "file")) {
         return None;
+    }
+    if has(super::store::PARTITION_DIR, "dir") {
+        return Some(Format::Store);
     }
     if has(shared::BLOBS, "dir") {
         return Some(Format::Shared);
@@ -166,6 +169,9 @@ mod tests {
         let mut z = lists.to_vec();
         z.push(("a_b.tgz", "file"));
         assert_eq!(payload_format(&manifest(&z)), Some(Format::Ztp));
+        let mut st = lists.to_vec();
+        st.extend([("store", "dir"), ("store/overlay-images", "dir")]);
+        assert_eq!(payload_format(&manifest(&st)), Some(Format::Store));
         // A .tgz below the root, or no lists, is no payload.
         let mut n = lists.to_vec();
         n.push(("x/a.tgz", "file"));

@@ -49,7 +49,17 @@ pub fn file_name(stage: Stage) -> String {
 pub fn partition_path(format: Format, stage: Stage) -> String {
     match format {
         Format::Shared => format!("{}/{}", stage.dir(), file_name(stage)),
-        Format::Ztp => file_name(stage),
+        Format::Ztp | Format::Store => file_name(stage),
+    }
+}
+
+/// The stages that have a loader: both, but for `store` only the install stage (the discovery
+/// stage uses the store in place, see [`super::store`]; the install-stage loader is the fallback
+/// for clusters without the feature gate).
+pub fn stages(format: Format) -> &'static [Stage] {
+    match format {
+        Format::Shared | Format::Ztp => &Stage::ALL,
+        Format::Store => &[Stage::Install],
     }
 }
 
@@ -73,10 +83,50 @@ done
 log "extracting into ${SCRATCH}"
 "#;
 
+const STORE_DOC: &str =
+    "# - `store`: copies each image out of the containers-storage store under store/ (no tar, no
+#   decompression), reading it through a throwaway store of this run that lists it as an
+#   additional image store, so nothing on the partition is written;
+";
+
+const STORE_SETUP: &str = r#"# The store on the partition; the default storage's graph root, from the file containers-storage
+# reads its configuration from; and the two ways this run opens them (see store_copy).
+STORE=${MNT}/store
+PATH_RE='^/[A-Za-z0-9/._-]+$'
+[ -f "${STORE}/overlay-images/images.json" ] || die "${STORE}: not a containers-storage image store (is this a store payload?)"
+[[ ${STORE} =~ ${PATH_RE} ]] || die "$(printf '%q' "${STORE}"): a store path this loader cannot name"
+[[ ${WORK} =~ ${PATH_RE} ]] || die "$(printf '%q' "${WORK}"): a work directory this loader cannot name"
+CONF_RE='^[[:space:]]*graphroot[[:space:]]*=[[:space:]]*"([^"]*)"'
+GRAPHROOT=
+for conf in "${CONTAINERS_STORAGE_CONF:-}" /etc/containers/storage.conf /usr/share/containers/storage.conf; do
+    if [ -z "${conf}" ] || [ ! -f "${conf}" ]; then
+        continue
+    fi
+    while IFS= read -r line || [ -n "${line}" ]; do
+        if [[ ${line} =~ ${CONF_RE} ]]; then
+            GRAPHROOT=${BASH_REMATCH[1]}
+            break
+        fi
+    done < "${conf}"
+    break
+done
+GRAPHROOT=${GRAPHROOT:-/var/lib/containers/storage}
+[[ ${GRAPHROOT} =~ ${PATH_RE} ]] || die "graphroot $(printf '%q' "${GRAPHROOT}") of the storage configuration: a path this loader cannot name"
+SRC_STORE="containers-storage:[overlay@${WORK}/src+${WORK}/src-run:additionalimagestore=${STORE},skip_mount_home=true]"
+DEST_STORE="containers-storage:[${GRAPHROOT}:additionalimagestore=${STORE},skip_mount_home=true]"
+"#;
+
 /// The loader script for one format and stage; `label` must pass [`check_label`].
 pub fn script(format: Format, stage: Stage, label: &str) -> Result<String> {
     check_label(label)?;
-    let (options, doc, tools, scratch) = match format {
+    if !stages(format).contains(&stage) {
+        bail!(
+            "internal error: the {} payload has no {} loader",
+            format.name(),
+            stage.short()
+        );
+    }
+    let (options, doc, tools, setup) = match format {
         Format::Shared => ("\"ro,nouuid\"", "read-only", String::new(), ""),
         Format::Ztp => (
             "\"rw,nouuid\" \"ro,nouuid\"",
@@ -84,6 +134,12 @@ pub fn script(format: Format, stage: Stage, label: &str) -> Result<String> {
              cannot be written",
             " tar gzip df stat sort".to_string(),
             ZTP_SCRATCH,
+        ),
+        Format::Store => (
+            "\"ro,nouuid\"",
+            "read-only",
+            " mkdir mv".to_string(),
+            STORE_SETUP,
         ),
     };
     let out = TEMPLATE
@@ -103,7 +159,15 @@ pub fn script(format: Format, stage: Stage, label: &str) -> Result<String> {
         .replace("@MOUNT_OPTIONS@", options)
         .replace("@MOUNT_DOC@", doc)
         .replace(" @TOOLS@", &tools)
-        .replace("@ZTP_SCRATCH@\n", scratch);
+        .replace(
+            "@STORE_DOC@",
+            if format == Format::Store {
+                STORE_DOC
+            } else {
+                ""
+            },
+        )
+        .replace("@FORMAT_SETUP@\n", setup);
     let left = regex::Regex::new("@[A-Z_]+@").context("internal error: placeholder pattern")?;
     if let Some(m) = left.find(&out) {
         bail!("internal error: loader placeholder {} is left", m.as_str());
@@ -126,8 +190,8 @@ mod tests {
 
     #[test]
     fn loaders_are_recognised() {
-        for f in Format::ALL {
-            for s in Stage::ALL {
+        for f in [Format::Shared, Format::Ztp, Format::Store] {
+            for &s in stages(f) {
                 assert!(is_prestage_loader(script(f, s, "data").unwrap().as_bytes()));
             }
         }
@@ -136,14 +200,16 @@ mod tests {
 
     #[test]
     fn scripts_are_filled_in() {
-        for f in Format::ALL {
-            for s in Stage::ALL {
+        for f in [Format::Shared, Format::Ztp, Format::Store] {
+            for &s in stages(f) {
                 let t = script(f, s, "data").unwrap();
                 assert!(!t.contains("@P") && !t.contains("@S") && !t.contains("@M"));
                 assert!(t.starts_with("#!/bin/bash\n"));
                 assert!(t.contains(&format!("LIST={}", s.list())));
                 assert_eq!(t.contains("SCRATCH=$(mktemp"), f == Format::Ztp);
+                assert_eq!(t.contains("DEST_STORE="), f == Format::Store);
             }
         }
+        assert!(script(Format::Store, Stage::Discovery, "data").is_err());
     }
 }

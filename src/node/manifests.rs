@@ -4,10 +4,12 @@
 //! `manifestsConfigMapRefs`, and Assisted Service applies each file at install time).
 //!
 //! [`for_format`] is where a payload hands its manifests over: `shared` and `ztp` need none
-//! (their loaders copy the images into the node's own containers-storage). A payload the
-//! cluster must be configured for (a MachineConfig, a ContainerRuntimeConfig) returns them
-//! there; `clusterinstance.yaml` and `prestage node IMAGE --into FILE` then carry the ConfigMap
-//! and the reference to it without further changes.
+//! (their loaders copy the images into the node's own containers-storage); `store` returns a
+//! MachineConfig that mounts the partition and a ContainerRuntimeConfig that makes it an
+//! additional image store, per role ([`super::store::manifests`]). `clusterinstance.yaml` and
+//! `prestage node IMAGE --into FILE` carry the ConfigMap and the reference to it; the same files
+//! are written into `OUT.node/` for a SiteConfig's `extraManifestPath` and Assisted Service's
+//! cluster manifests.
 
 use std::collections::BTreeMap;
 
@@ -31,10 +33,10 @@ pub struct ClusterManifest {
 }
 
 /// The cluster manifests the payload `format` needs for the partition `label`.
-pub fn for_format(format: Format, label: &str) -> Vec<ClusterManifest> {
-    let _ = label;
+pub fn for_format(format: Format, label: &str) -> Result<Vec<ClusterManifest>> {
     match format {
-        Format::Shared | Format::Ztp => Vec::new(),
+        Format::Shared | Format::Ztp => Ok(Vec::new()),
+        Format::Store => super::store::manifests(label),
     }
 }
 
@@ -102,10 +104,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn today_no_payload_needs_manifests() {
-        for f in Format::ALL {
-            assert!(for_format(f, "data").is_empty());
+    fn only_the_store_payload_needs_manifests() {
+        for f in [Format::Shared, Format::Ztp] {
+            assert!(for_format(f, "data").unwrap().is_empty());
         }
+        let m = for_format(Format::Store, "data").unwrap();
+        assert_eq!(m.len(), 4);
+        config_map(&m, Some("site-a")).unwrap();
     }
 
     #[test]

@@ -6,11 +6,12 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `extract-ai.sh`, `extract-ocp.sh` | the loaders (also on the partition, and inside the overrides) |
+//! | `extract-ai.sh`, `extract-ocp.sh` | the loaders (also on the partition, and inside the overrides; `store` has only `extract-ocp.sh`, its fallback) |
 //! | `precache-images.service`, `precache-ocp-images.service` | their units ([`ignition`]) |
-//! | `discovery.ign`, `install.ign` | the Ignition 3.2.0 overrides of the two stages |
+//! | `discovery.ign`, `install.ign` | the Ignition 3.2.0 overrides of the two stages (`store`'s discovery override: `storage.conf` and the store's mount, [`store`]) |
 //! | `discovery.patch`, `pointer.patch`, `installer-args.json`, `assisted.sh` | for Assisted Service's REST API ([`assisted`]) |
 //! | `clusterinstance.yaml`, `siteconfig.yaml` | the same for GitOps ZTP: a ClusterInstance, a SiteConfig ([`gitops`]) |
+//! | `98-prestage-store-mount-*.yaml`, `99-prestage-store-*.yaml` | `store` only: the cluster manifests ([`store`], [`manifests`]) |
 //! | `kcli-profile.yml`, `libvirt.sh` | qcow2 images only: the image as a lab VM's disk ([`lab`]) |
 //! | `README.txt`, `.prestage-node` | what the directory holds; the marker that lets prestage replace it |
 //!
@@ -30,6 +31,7 @@ pub mod lab;
 pub mod loader;
 pub mod manifests;
 pub mod merge;
+pub mod store;
 pub mod yamledit;
 
 use std::path::{Path, PathBuf};
@@ -86,7 +88,7 @@ impl NodeSet {
     /// The loaders for `format`, at their paths on the partition.
     pub fn partition_files_for(&self, format: Format) -> Result<Vec<ExtraFile>> {
         let mut v = Vec::new();
-        for stage in Stage::ALL {
+        for &stage in loader::stages(format) {
             v.push(ExtraFile {
                 path: loader::partition_path(format, stage),
                 mode: 0o755,
@@ -98,6 +100,9 @@ impl NodeSet {
 
     /// The Ignition override of `stage`.
     pub fn ignition_config(&self, format: Format, stage: Stage) -> Result<ignition::Config> {
+        if format == Format::Store && stage == Stage::Discovery {
+            return Ok(store::discovery_config(&self.label));
+        }
         let script = loader::script(format, stage, &self.label)?;
         Ok(ignition::config(
             stage,
@@ -124,7 +129,7 @@ impl NodeSet {
             label: self.label.clone(),
             discovery: self.ignition_config(format, Stage::Discovery)?,
             install: self.ignition_config(format, Stage::Install)?,
-            manifests: manifests::for_format(format, &self.label),
+            manifests: manifests::for_format(format, &self.label)?,
             partitions,
         })
     }
@@ -167,7 +172,7 @@ impl NodeSet {
         );
         let settings = self.gitops(format, None)?;
         let mut v = vec![(MARKER.to_string(), 0o644, b"prestage node files\n".to_vec())];
-        for stage in Stage::ALL {
+        for &stage in loader::stages(format) {
             v.push((
                 loader::file_name(stage),
                 0o755,
@@ -197,7 +202,7 @@ impl NodeSet {
         v.push((
             "assisted.sh".to_string(),
             0o755,
-            assisted::script(&self.label).into_bytes(),
+            assisted::script(&self.label, &settings.manifests).into_bytes(),
         ));
         v.push((
             "clusterinstance.yaml".to_string(),
@@ -209,6 +214,9 @@ impl NodeSet {
             0o644,
             gitops::siteconfig(&settings, &what, &image_arg)?.into_bytes(),
         ));
+        for m in &settings.manifests {
+            v.push((m.file_name.clone(), 0o644, m.yaml.clone().into_bytes()));
+        }
         let mut lab = false;
         if let Some(i) = self
             .image
@@ -232,7 +240,7 @@ impl NodeSet {
         v.push((
             "README.txt".to_string(),
             0o644,
-            readme(&what, lab).into_bytes(),
+            readme(&what, format, &settings.manifests, lab).into_bytes(),
         ));
         Ok(v)
     }
@@ -288,12 +296,39 @@ pub fn into(
 }
 
 /// `README.txt` of `OUT.node/`.
-fn readme(what: &str, lab: bool) -> String {
-    let mut rows = vec![
-        ("extract-ai.sh, extract-ocp.sh", "the loaders of the discovery and install stages (also on the partition and inside the .ign files)"),
-        ("precache-images.service", "runs extract-ai.sh before agent.service (discovery ISO)"),
-        ("precache-ocp-images.service", "runs extract-ocp.sh before machine-config-daemon-pull.service (installed RHCOS)"),
-        ("discovery.ign, install.ign", "the Ignition 3.2.0 overrides installing each loader and unit"),
+fn readme(
+    what: &str,
+    format: Format,
+    manifests: &[manifests::ClusterManifest],
+    lab: bool,
+) -> String {
+    let mut rows = if format == Format::Store {
+        vec![
+            ("discovery.ign", "the discovery ISO's Ignition 3.2.0 override: /etc/containers/storage.conf with the store as an additional image store, and the units mounting the partition read-only at /var/lib/prestage before agent.service"),
+            ("install.ign", "the installed system's override: extract-ocp.sh and its unit"),
+            ("extract-ocp.sh", "the fallback loader: copies the install images from the store into the node's storage where the store is not an additional image store (also on the partition)"),
+            ("precache-ocp-images.service", "runs extract-ocp.sh before machine-config-daemon-pull.service (installed RHCOS)"),
+        ]
+    } else {
+        vec![
+            ("extract-ai.sh, extract-ocp.sh", "the loaders of the discovery and install stages (also on the partition and inside the .ign files)"),
+            ("precache-images.service", "runs extract-ai.sh before agent.service (discovery ISO)"),
+            ("precache-ocp-images.service", "runs extract-ocp.sh before machine-config-daemon-pull.service (installed RHCOS)"),
+            ("discovery.ign, install.ign", "the Ignition 3.2.0 overrides installing each loader and unit"),
+        ]
+    };
+    let names = manifests
+        .iter()
+        .map(|m| m.file_name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if !manifests.is_empty() {
+        rows.push((
+            names.as_str(),
+            "cluster manifests (MachineConfig mounting the partition, ContainerRuntimeConfig: OpenShift 4.22 TechPreviewNoUpgrade, default from 4.23); also in clusterinstance.yaml's ConfigMap; assisted.sh uploads them to the infra-env's cluster; for a SiteConfig, copy them into its extraManifestPath",
+        ));
+    }
+    rows.extend([
         ("discovery.patch", "body of PATCH /api/assisted-install/v2/infra-envs/{infra_env_id}"),
         ("pointer.patch", "body of PATCH .../infra-envs/{infra_env_id}/hosts/{host_id}/ignition"),
         ("installer-args.json", "coreos-installer arguments that keep the partition"),
@@ -301,7 +336,7 @@ fn readme(what: &str, lab: bool) -> String {
         ("clusterinstance.yaml", "the same three for GitOps ZTP with the SiteConfig operator (ClusterInstance, RHACM 2.12+)"),
         ("siteconfig.yaml", "the same three for GitOps ZTP with the old SiteConfig generator (ztp-site-generate 4.20 and earlier)"),
         ("prestage node IMAGE --into FILE", "merges them into your ClusterInstance or SiteConfig, keeping its own overrides and installerArgs"),
-    ];
+    ]);
     if lab {
         rows.push((
             "kcli-profile.yml",

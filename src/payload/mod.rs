@@ -39,10 +39,14 @@ pub enum Format {
     Shared,
     /// One `.tgz` per image, for the upstream loader.
     Ztp,
+    /// A containers-storage overlay image store under `store/`, used in place on the node as an
+    /// additional image store (node files: `node::store`).
+    Store,
 }
 
 impl Format {
-    /// Every format.
+    /// Every format this payload stage writes (what `plan` compares when no format is given).
+    /// `Store` is not among them yet: its node files exist, its partition content does not.
     pub const ALL: [Format; 2] = [Format::Shared, Format::Ztp];
 
     /// Its name on the command line.
@@ -50,6 +54,7 @@ impl Format {
         match self {
             Format::Shared => "shared",
             Format::Ztp => "ztp",
+            Format::Store => "store",
         }
     }
 }
@@ -188,6 +193,19 @@ fn root_files(lists: &ImageLists, imageset_yaml: &str) -> Vec<(&'static str, Vec
     ]
 }
 
+/// Refuses a format whose partition content this version does not write (`store`: only its
+/// node files exist), before any image is fetched.
+pub fn check_written(format: Format) -> Result<()> {
+    if !Format::ALL.contains(&format) {
+        bail!(
+            "--payload {}: this version of prestage writes the node files of this payload but \
+             not its partition content; use --payload shared or ztp",
+            format.name()
+        );
+    }
+    Ok(())
+}
+
 /// Lays out `images` in `format`, with the lists and `extra` files.
 pub fn build(
     format: Format,
@@ -212,6 +230,10 @@ pub fn build(
     let reports = match format {
         Format::Shared => shared::add(&mut content, images, blobs)?,
         Format::Ztp => ztp::add(&mut content, images, blobs, mtime)?,
+        Format::Store => {
+            check_written(format)?;
+            Vec::new()
+        }
     };
     for f in extra {
         if content.get(&f.path).is_some() {

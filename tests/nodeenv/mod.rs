@@ -250,6 +250,12 @@ impl Node {
     /// The partition of `image` (a read-only loop device when `read_only`).
     pub fn new(image: &Path, read_only: bool) -> Node {
         require_root("the node tests");
+        Node::on_loop(Loop::data(image, read_only))
+    }
+
+    /// A node whose data partition is the loop device `lp`.
+    pub fn on_loop(lp: Loop) -> Node {
+        require_root("the node tests");
         require("unshare", "util-linux");
         require("skopeo", "skopeo");
         let dir = common::scratch("node");
@@ -261,10 +267,7 @@ impl Node {
         for d in ["tmp", "shims"] {
             fs::create_dir_all(dir.path().join(d)).expect("creating a directory");
         }
-        Node {
-            lp: Loop::data(image, read_only),
-            dir,
-        }
+        Node { lp, dir }
     }
 
     /// Empties the throwaway containers-storage.
@@ -335,6 +338,17 @@ impl Node {
         let r = self.sh(&format!("exec timeout 900 {}", loader.display()));
         crate::note!("{}", summary(&r));
         r
+    }
+
+    /// `program` with the loaders' environment (outside the mount namespace: the partition is
+    /// mounted nowhere there).
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env_clear();
+        for (k, v) in self.env() {
+            c.env(k, v);
+        }
+        c
     }
 
     /// The digest of the manifest containers-storage resolves `name` to, if any.
@@ -471,4 +485,59 @@ pub fn data_url_bytes(url: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(b64)
         .expect("decoding a data URL")
+}
+
+/// Every document of a YAML text, as JSON values.
+pub fn yaml_docs(text: &str) -> Vec<serde_json::Value> {
+    use serde::Deserialize;
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|d| serde_json::Value::deserialize(d).expect("YAML"))
+        .collect()
+}
+
+/// Makes a CRD schema strict: an object with `properties` and without
+/// `x-kubernetes-preserve-unknown-fields` or `additionalProperties` accepts no other key, as
+/// the API server's strict field validation refuses unknown fields.
+pub fn strict_schema(v: &mut serde_json::Value) {
+    use serde_json::Value as J;
+    match v {
+        J::Object(m) => {
+            if m.contains_key("properties")
+                && !m.contains_key("additionalProperties")
+                && m.get("x-kubernetes-preserve-unknown-fields") != Some(&J::Bool(true))
+            {
+                m.insert("additionalProperties".to_string(), J::Bool(false));
+            }
+            for x in m.values_mut() {
+                strict_schema(x);
+            }
+        }
+        J::Array(a) => a.iter_mut().for_each(strict_schema),
+        _ => {}
+    }
+}
+
+/// The `openAPIV3Schema` of `version` of the CRD `crd` (its YAML text), strict, as a validator.
+pub fn crd_validator(crd: &str, version: &str) -> jsonschema::Validator {
+    let crd = yaml_docs(crd);
+    let v = crd[0]["spec"]["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .find(|v| v["name"] == version)
+        .unwrap_or_else(|| panic!("the CRD serves no {version}"));
+    let mut schema = v["schema"]["openAPIV3Schema"].clone();
+    assert!(schema.is_object(), "no openAPIV3Schema");
+    strict_schema(&mut schema);
+    jsonschema::draft4::options()
+        .build(&schema)
+        .expect("the CRD's schema compiles")
+}
+
+/// The schema's errors for `doc`, one per line.
+pub fn schema_errors(v: &jsonschema::Validator, doc: &serde_json::Value) -> String {
+    v.iter_errors(doc)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -13,6 +13,9 @@
 //! - the node-side load of every install image by the generated `extract-ocp.sh`, as the node
 //!   runs it (root: a loop device of the partition, a private mount namespace, a throwaway
 //!   containers-storage);
+//! - the `store` payload: warm build time and peak RSS against `shared`'s, bytes on the
+//!   partition, and on the node the time until every install image is usable in place (mount +
+//!   one `podman image inspect` of them all) against `shared`'s loader, and the fallback loader;
 //! - air-gapped: `prestage build --from-oc-mirror` of an oc-mirror archive set of the same
 //!   images ([`crate::archive`], split into 2 GiB tars) vs `cp -r` of the tar files plus `sync`.
 //!
@@ -141,13 +144,12 @@ pub fn build(args: &[&str]) -> Result<()> {
         "--additional-images",
         &additional,
     ];
-    let build = |set: &[&str], img: &Path, extra: &[&str]| -> Result<(f64, u64, Value)> {
+    let build_as = |payload: &str, set: &[&str], img: &Path| -> Result<(f64, u64, Value)> {
         drop_caches();
         let json = PathBuf::from(format!("{}.json", img.display()));
         let (t, rss) = measure(
             prestage("build", set)
-                .args(["--quiet", "--json", "--payload", "shared"])
-                .args(extra)
+                .args(["--quiet", "--json", "--payload", payload])
                 .arg("-o")
                 .arg(img),
             Some(std::fs::File::create(&json)?),
@@ -155,6 +157,7 @@ pub fn build(args: &[&str]) -> Result<()> {
         let s: Value = serde_json::from_slice(&std::fs::read(&json)?)?;
         Ok((t, rss, s))
     };
+    let build = |set: &[&str], img: &Path| build_as("shared", set, img);
     let cp = |from: &Path| -> Result<f64> {
         drop_caches();
         let copy = out.join("copy");
@@ -173,7 +176,7 @@ pub fn build(args: &[&str]) -> Result<()> {
     // 1. Cold: an empty store, the layout read in place; vs cp -r of the layout's blobs.
     let t_cp_layout = cp(&layout_blobs)?;
     let cold = out.join("cold.raw");
-    let (t_cold, rss_cold, s_cold) = build(&full, &cold, &[])?;
+    let (t_cold, rss_cold, s_cold) = build(&full, &cold)?;
     let cold_bytes = s_cold["partition_bytes"].as_u64().unwrap_or(0);
     let in_place = s_cold["pull"]["blobs_in_place"].as_u64().unwrap_or(0);
     let _ = std::fs::remove_file(&cold);
@@ -187,7 +190,7 @@ pub fn build(args: &[&str]) -> Result<()> {
     let store_bytes = du(&store.join("blobs/sha256"))?;
     let t_cp_store = cp(&store.join("blobs/sha256"))?;
     let warm = out.join("warm.raw");
-    let (t_warm, rss_warm, s_warm) = build(&full, &warm, &[])?;
+    let (t_warm, rss_warm, s_warm) = build(&full, &warm)?;
     let warm_bytes = s_warm["partition_bytes"].as_u64().unwrap_or(0);
     let seconds = s_warm["seconds"].clone();
 
@@ -201,7 +204,7 @@ pub fn build(args: &[&str]) -> Result<()> {
     std::fs::write(&subset, refs[..refs.len().min(45)].join("\n") + "\n")?;
     let subset_s = subset.display().to_string();
     let small = out.join("subset.raw");
-    let (_, rss_small, s_small) = build(&["--additional-images", &subset_s], &small, &[])?;
+    let (_, rss_small, s_small) = build(&["--additional-images", &subset_s], &small)?;
     let small_bytes = s_small["partition_bytes"].as_u64().unwrap_or(0);
     let _ = std::fs::remove_file(&small);
 
@@ -260,6 +263,20 @@ pub fn build(args: &[&str]) -> Result<()> {
     // 6. The node side.
     let node = node_load(&warm, &out.join("node"), "overlay", true)?;
     let _ = std::fs::remove_dir_all(out.join("node"));
+
+    // 7. The store payload, warm: build, bytes on the partition, and on the node the time until
+    // every install image is usable in place (the read-only mount, then one `podman image
+    // inspect` of them all by their by-digest names), and the fallback loader's copy into the
+    // default storage.
+    let store_img = out.join("store.raw");
+    let (t_store, rss_store, s_store) = build_as("store", &full, &store_img)?;
+    let store_part = s_store["partition_bytes"].as_u64().unwrap_or(0);
+    let store_used = used_bytes(&store_img)?;
+    let (t_mount, t_inspect, n_store) = store_in_place(&store_img, &out.join("node-store"))?;
+    let _ = std::fs::remove_dir_all(out.join("node-store"));
+    let store_loader = node_load(&store_img, &out.join("node-store"), "overlay", true)?;
+    let _ = std::fs::remove_dir_all(out.join("node-store"));
+    let _ = std::fs::remove_file(&store_img);
 
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     let mibs = |b: u64, t: f64| b as f64 / MIB as f64 / t;
@@ -359,6 +376,77 @@ pub fn build(args: &[&str]) -> Result<()> {
         "node-side load of every install image (extract-ocp.sh, overlay): {node:.1} s, {:.0} MiB/s of payload",
         mibs(warm_bytes, node)
     );
+    println!(
+        "store payload (warm): build {t_store:.2} s ({:.2}x the shared build's time), peak RSS \
+         {:.1} MiB; on the partition {:.2} GiB of files, the filesystem uses {:.2} GiB (shared: \
+         {:.2} GiB)",
+        t_store / t_warm,
+        rss_store as f64 / 1024.0,
+        gib(store_part),
+        gib(store_used),
+        gib(used)
+    );
+    println!(
+        "store payload on the node: every install image usable in place after the read-only \
+         mount ({t_mount:.2} s) and one podman image inspect of all {n_store} by digest \
+         ({t_inspect:.2} s): {:.2} s in all vs {node:.1} s for the shared loader ({:.0}x); the \
+         fallback loader copying them into the default storage: {store_loader:.1} s",
+        t_mount + t_inspect,
+        node / (t_mount + t_inspect)
+    );
     let _ = std::fs::remove_file(&warm);
     Ok(())
+}
+
+/// The `store` payload used in place as the node uses it: the partition of `img` on a read-only
+/// loop device mounted `ro` in a private mount namespace, configured as the additional image
+/// store of a throwaway containers-storage, the page cache dropped first. Returns the mount's
+/// seconds, the seconds of one `podman image inspect` of every install image by its by-digest
+/// name (each must resolve), and how many there are.
+fn store_in_place(img: &Path, work: &Path) -> Result<(f64, f64, usize)> {
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work.join("mnt"))?;
+    let conf = work.join("storage.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[storage]\ndriver = \"overlay\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n\
+             [storage.options]\nadditionalimagestores = [\"{0}/mnt/store\"]\n",
+            work.display()
+        ),
+    )?;
+    let dev = partition_loop(img, true)?;
+    let script = format!(
+        "set -euo pipefail
+         s=$(date +%s%N)
+         mount -o ro,nouuid {dev} {w}/mnt
+         m=$(date +%s%N)
+         mapfile -t refs < <(grep -v '^#' {w}/mnt/ocp-images.txt | awk 'NF {{print $1}}')
+         podman image inspect --format '{{{{.Id}}}}' \"${{refs[@]}}\" > {w}/ids
+         e=$(date +%s%N)
+         echo \"$((m - s)) $((e - m)) ${{#refs[@]}}\"",
+        w = work.display()
+    );
+    drop_caches();
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "bash", "-c", &script])
+        .env("CONTAINERS_STORAGE_CONF", &conf)
+        .output()
+        .context("running podman on the store")?;
+    let _ = Command::new("losetup").args(["-d", &dev]).status();
+    if !out.status.success() {
+        bail!(
+            "the store in place: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<u64> = text
+        .split_whitespace()
+        .map(|w| w.parse().context("the timings"))
+        .collect::<Result<_>>()?;
+    let [mount, inspect, n] = v[..] else {
+        bail!("the store in place: unexpected output {text}");
+    };
+    Ok((mount as f64 / 1e9, inspect as f64 / 1e9, n as usize))
 }

@@ -22,6 +22,8 @@ pub enum PayloadArg {
     Shared,
     /// One `<name>.tgz` per image at the root, as the upstream extract script loads them.
     Ztp,
+    /// A containers-storage overlay image store (layers unpacked) that the node uses in place.
+    Store,
 }
 
 impl From<PayloadArg> for Format {
@@ -29,6 +31,7 @@ impl From<PayloadArg> for Format {
         match p {
             PayloadArg::Shared => Format::Shared,
             PayloadArg::Ztp => Format::Ztp,
+            PayloadArg::Store => Format::Store,
         }
     }
 }
@@ -105,7 +108,7 @@ pub struct PlanArgs {
     /// What every run takes.
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Payload format to plan (default: both).
+    /// Payload format to plan (default: every format; `store` when its layers are here).
     #[arg(long, value_enum)]
     pub payload: Option<PayloadArg>,
 }
@@ -141,6 +144,9 @@ fn print_plan(p: &Plan, layout: &Layout) {
         human(p.unique_bytes),
         human(p.to_download)
     );
+    if let Some(why) = &p.not_planned {
+        println!("store: not planned: {why}");
+    }
     for f in &p.formats {
         let x = &f.fit;
         println!(
@@ -170,7 +176,7 @@ fn print_plan(p: &Plan, layout: &Layout) {
 pub fn plan(a: PlanArgs, mtime: i64) -> Result<()> {
     let formats = match a.payload {
         Some(p) => vec![p.into()],
-        None => Format::ALL.to_vec(),
+        None => Format::PLANNED.to_vec(),
     };
     let req = a.common.request(formats, mtime)?;
     let prepared = a.common.prepare(&req)?;

@@ -49,7 +49,7 @@ pub fn file_name(stage: Stage) -> String {
 pub fn partition_path(format: Format, stage: Stage) -> String {
     match format {
         Format::Shared => format!("{}/{}", stage.dir(), file_name(stage)),
-        Format::Ztp => file_name(stage),
+        Format::Ztp | Format::Store => file_name(stage),
     }
 }
 
@@ -85,6 +85,7 @@ pub fn script(format: Format, stage: Stage, label: &str) -> Result<String> {
             " tar gzip df stat sort".to_string(),
             ZTP_SCRATCH,
         ),
+        Format::Store => bail!("the store payload has no loader script in this version"),
     };
     let out = TEMPLATE
         .replace("@PROG@", &file_name(stage))

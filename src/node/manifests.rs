@@ -34,7 +34,7 @@ pub struct ClusterManifest {
 pub fn for_format(format: Format, label: &str) -> Vec<ClusterManifest> {
     let _ = label;
     match format {
-        Format::Shared | Format::Ztp => Vec::new(),
+        Format::Shared | Format::Ztp | Format::Store => Vec::new(),
     }
 }
 

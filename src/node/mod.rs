@@ -86,6 +86,10 @@ impl NodeSet {
     /// The loaders for `format`, at their paths on the partition.
     pub fn partition_files_for(&self, format: Format) -> Result<Vec<ExtraFile>> {
         let mut v = Vec::new();
+        if format == Format::Store {
+            // The store is used in place: no loader on the partition.
+            return Ok(v);
+        }
         for stage in Stage::ALL {
             v.push(ExtraFile {
                 path: loader::partition_path(format, stage),
@@ -239,6 +243,13 @@ impl NodeSet {
 
     /// Writes [`NodeSet::files`] as the directory `dir` (see [`write_dir`]).
     pub fn write(&self, format: Format, dir: &Path) -> Result<()> {
+        if format == Format::Store {
+            // No node files for the store payload in this version: only the marker.
+            return write_dir(
+                dir,
+                &[(MARKER.to_string(), 0o644, b"prestage node files\n".to_vec())],
+            );
+        }
         write_dir(dir, &self.files(format)?)
     }
 }

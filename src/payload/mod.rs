@@ -10,15 +10,18 @@
 //! - [`shared`]: `blobs/sha256/` holding every blob and manifest once, and one OCI layout per
 //!   image per stage (`ai-images/`, `ocp-images/`);
 //! - [`ztp`]: one `<name>.tgz` per image at the root, as the upstream loader reads them;
+//! - [`store`]: a containers-storage overlay image store under `store/`, every layer unpacked,
+//!   that engines read in place as an additional image store;
 //! - [`gzip`]: gzip of stored blocks, of known size;
 //! - [`image`]: the staged images, their files, and their names on the partition.
 //!
-//! Both formats carry `ai-images.txt`, `ocp-images.txt`, `mapping.txt` and `imageset.yaml` at
+//! Every format carries `ai-images.txt`, `ocp-images.txt`, `mapping.txt` and `imageset.yaml` at
 //! the root, exactly as `prestage images` writes them.
 
 pub mod gzip;
 pub mod image;
 pub mod shared;
+pub mod store;
 pub mod ztp;
 
 use std::sync::Arc;
@@ -39,17 +42,23 @@ pub enum Format {
     Shared,
     /// One `.tgz` per image, for the upstream loader.
     Ztp,
+    /// A containers-storage overlay image store, used in place on the node.
+    Store,
 }
 
 impl Format {
-    /// Every format.
+    /// The formats with node loaders.
     pub const ALL: [Format; 2] = [Format::Shared, Format::Ztp];
+
+    /// The formats `plan` compares when none is named.
+    pub const PLANNED: [Format; 3] = [Format::Shared, Format::Ztp, Format::Store];
 
     /// Its name on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Format::Shared => "shared",
             Format::Ztp => "ztp",
+            Format::Store => "store",
         }
     }
 }
@@ -198,7 +207,9 @@ pub fn build(
     extra: &[ExtraFile],
     mtime: u64,
 ) -> Result<Payload> {
-    image::check_names(images, format.name())?;
+    if format != Format::Store {
+        image::check_names(images, format.name())?;
+    }
     let mut content = Content::new();
     for (path, bytes) in root_files(lists, imageset_yaml) {
         let len = bytes.len() as u64;
@@ -212,6 +223,7 @@ pub fn build(
     let reports = match format {
         Format::Shared => shared::add(&mut content, images, blobs)?,
         Format::Ztp => ztp::add(&mut content, images, blobs, mtime)?,
+        Format::Store => store::add(&mut content, lists, images, blobs, mtime)?,
     };
     for f in extra {
         if content.get(&f.path).is_some() {

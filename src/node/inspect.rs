@@ -3,8 +3,8 @@
 //! through the filesystem's own metadata.
 //!
 //! A partition holds a payload when its root has `ai-images.txt` and `ocp-images.txt`; the
-//! format is `shared` when it has the `blobs/` directory, `ztp` when it has `*.tgz` files at the
-//! root. The label is the partition's GPT name (the name the node finds it by).
+//! format is `shared` when it has the `blobs/` directory, `store` when it has the `store/`
+//! directory, `ztp` when it has `*.tgz` files at the root. The label is the partition's GPT name (the name the node finds it by).
 
 use std::path::Path;
 
@@ -15,7 +15,7 @@ use crate::compose::emit::{self, Format as ImageFormat};
 use crate::compose::gpt;
 use crate::compose::manifest::{self, Manifest};
 use crate::compose::xfs::ondisk::Xfs;
-use crate::payload::{shared, Format, Stage};
+use crate::payload::{shared, store, Format, Stage};
 
 /// The payload partition of an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +40,9 @@ pub fn payload_format(m: &Manifest) -> Option<Format> {
     }
     if has(shared::BLOBS, "dir") {
         return Some(Format::Shared);
+    }
+    if has(store::ROOT, "dir") {
+        return Some(Format::Store);
     }
     let tgz = m.entries.iter().any(|r| {
         r.kind == "file" && !r.path.contains('/') && r.path.ends_with(".tgz") && r.path.len() > 4
@@ -166,6 +169,9 @@ mod tests {
         let mut z = lists.to_vec();
         z.push(("a_b.tgz", "file"));
         assert_eq!(payload_format(&manifest(&z)), Some(Format::Ztp));
+        let mut st = lists.to_vec();
+        st.push(("store", "dir"));
+        assert_eq!(payload_format(&manifest(&st)), Some(Format::Store));
         // A .tgz below the root, or no lists, is no payload.
         let mut n = lists.to_vec();
         n.push(("x/a.tgz", "file"));

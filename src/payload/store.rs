@@ -1345,6 +1345,148 @@ mod tests {
     }
 
     #[test]
+    fn members_are_applied_as_the_overlay_driver_applies_them() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |name: &str,
+                       kind: tar::EntryType,
+                       mode: u32,
+                       uid: u64,
+                       mtime: u64,
+                       link: Option<&str>,
+                       pax: &[(&str, &[u8])],
+                       data: &[u8]| {
+            if !pax.is_empty() {
+                b.append_pax_extensions(pax.iter().copied()).unwrap();
+            }
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_uid(uid);
+            h.set_gid(uid);
+            h.set_mtime(mtime);
+            h.set_size(data.len() as u64);
+            if let Some(l) = link {
+                h.set_link_name(l).unwrap();
+            }
+            b.append_data(&mut h, name, data).unwrap();
+        };
+        use tar::EntryType as T;
+        let cap: &[u8] = b"\x01\x00\x00\x02";
+        add("./", T::Directory, 0o700, 0, 5, None, &[], b"");
+        add(
+            "bin/tool",
+            T::Regular,
+            0o755,
+            0,
+            10,
+            None,
+            &[
+                ("SCHILY.xattr.security.capability", cap),
+                ("SCHILY.xattr.security.selinux", b"x"),
+            ],
+            b"tool",
+        );
+        add(
+            "bin/tool-hl",
+            T::Link,
+            0o750,
+            0,
+            20,
+            Some("bin/tool"),
+            &[],
+            b"",
+        );
+        add(
+            "bin/owned",
+            T::Regular,
+            0o4755,
+            0,
+            10,
+            None,
+            &[("SCHILY.xattr.security.capability", cap)],
+            b"o",
+        );
+        add(
+            "bin/owned-hl",
+            T::Link,
+            0o4755,
+            7,
+            30,
+            Some("bin/owned"),
+            &[],
+            b"",
+        );
+        add("etc/.wh.gone", T::Regular, 0o644, 5, 40, None, &[], b"");
+        add("opt/.wh..wh..opq", T::Regular, 0o644, 0, 40, None, &[], b"");
+        add(
+            "old",
+            T::Regular,
+            0o644,
+            0,
+            0,
+            None,
+            &[("mtime", b"-5")],
+            b"",
+        );
+        let tar = b.into_inner().unwrap();
+        let (a, _dir) = analyze_bytes(&tar, true);
+        let stream: Arc<dyn Streamed> = Arc::new(LayerStream {
+            blob: Blob {
+                path: "unused".into(),
+                offset: 0,
+                size: 0,
+                digest: Digest::parse(&format!("sha256:{}", "0".repeat(64))).unwrap(),
+                what: "test".into(),
+            },
+            diff_id: a.diff_id.clone(),
+        });
+        let mut c = Content::new();
+        c.add(Entry::dir("diff", 0o555)).unwrap();
+        unpack(&mut c, "diff", &a.members, &stream).unwrap();
+        let e = |p: &str| c.get(p).unwrap_or_else(|| panic!("{p} missing"));
+        // The root member is skipped; parents without members are 0755 root-owned.
+        assert_eq!(e("diff").mode, 0o555);
+        assert_eq!(
+            (e("diff/bin").mode, e("diff/bin").uid, e("diff/bin").mtime),
+            (0o755, 0, None)
+        );
+        // A hard link's header re-applies mode and time to the inode; selinux labels are dropped.
+        let tool = e("diff/bin/tool");
+        assert_eq!((tool.mode, tool.mtime), (0o750, Some(Time::secs(20))));
+        assert_eq!(
+            tool.xattrs.keys().collect::<Vec<_>>(),
+            ["security.capability"]
+        );
+        assert_eq!(
+            e("diff/bin/tool-hl").kind,
+            Kind::Hardlink("diff/bin/tool".into())
+        );
+        // ... and a different owner drops the file capability, as chown does.
+        let owned = e("diff/bin/owned");
+        assert_eq!((owned.uid, owned.mode), (7, 0o4755));
+        assert!(owned.xattrs.is_empty());
+        // Whiteouts: 0/0 character devices of mode 0 with the member's owner.
+        let w = e("diff/etc/gone");
+        assert_eq!(
+            (&w.kind, w.mode, w.uid),
+            (&Kind::CharDevice { major: 0, minor: 0 }, 0, 5)
+        );
+        assert!(c.get("diff/etc/.wh.gone").is_none());
+        // The opaque marker is an attribute of its directory, not a file.
+        assert_eq!(e("diff/opt").xattrs["trusted.overlay.opaque"], b"y");
+        assert!(c.get("diff/opt/.wh..wh..opq").is_none());
+        // Times before the epoch are the epoch.
+        assert_eq!(e("diff/old").mtime, Some(Time::secs(0)));
+        // File bytes are offsets of the decompressed layer.
+        match &tool.source {
+            Some(Source::Stream { offset, .. }) => {
+                assert_eq!(&tar[*offset as usize..*offset as usize + 4], b"tool")
+            }
+            s => panic!("{s:?}"),
+        }
+    }
+
+    #[test]
     fn duplicate_paths_are_refused() {
         let mut b = tar::Builder::new(Vec::new());
         for _ in 0..2 {

@@ -312,6 +312,8 @@ impl Storage {
             .env("TMPDIR", &self.root)
             .env("HOME", &self.root);
         if tool == "podman" {
+            // Its own libpod state, apart from any other podman user of this machine.
+            c.arg("--tmpdir").arg(self.root.join("libpod"));
             c.args([
                 "--runtime",
                 "runc",

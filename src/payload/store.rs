@@ -112,10 +112,13 @@ impl Compression {
     }
 }
 
+/// A hasher and the number of bytes it has seen, shared with the reader that feeds it.
+type Tally = Arc<Mutex<(Sha256, u64)>>;
+
 /// A reader that hashes what passes through it into a shared hasher.
 struct Hashing<R> {
     inner: R,
-    sha: Arc<Mutex<(Sha256, u64)>>,
+    sha: Tally,
 }
 
 impl<R: Read> Read for Hashing<R> {
@@ -139,12 +142,13 @@ struct Blob {
     size: u64,
     digest: Digest,
     what: String,
+    /// What to do when its bytes do not match its digest.
+    hint: &'static str,
 }
 
 impl Blob {
     /// The decompressed stream and the hasher of the compressed bytes.
-    #[allow(clippy::type_complexity)]
-    fn open(&self) -> Result<(Box<dyn Read + Send>, Compression, Arc<Mutex<(Sha256, u64)>>)> {
+    fn open(&self) -> Result<(Box<dyn Read + Send>, Compression, Tally)> {
         let mut f =
             File::open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
         f.seek(SeekFrom::Start(self.offset))
@@ -174,11 +178,12 @@ impl Blob {
         let hex = hex::encode(s.0.clone().finalize());
         if s.1 != self.size || hex != self.digest.hex() {
             bail!(
-                "{}: {} bytes with sha256 {hex} read, the manifest says {} bytes with {}",
+                "{}: {} bytes with sha256 {hex} read, the manifest says {} bytes with {}: {}",
                 self.what,
                 s.1,
                 self.size,
-                self.digest
+                self.digest,
+                self.hint
             );
         }
         Ok(())
@@ -879,6 +884,7 @@ impl Builder<'_> {
                 size: l.size,
                 digest: digest.clone(),
                 what: format!("layer {i} {digest} of {} ({})", img.source, at.from),
+                hint: at.hint,
             };
             let a = analysis(&blob)?;
             if want != &format!("sha256:{}", a.diff_id) {
@@ -1316,6 +1322,7 @@ mod tests {
             ))
             .unwrap(),
             what: "test layer".to_string(),
+            hint: "",
         };
         (analyze(&blob).unwrap(), dir)
     }
@@ -1437,6 +1444,7 @@ mod tests {
                 size: 0,
                 digest: Digest::parse(&format!("sha256:{}", "0".repeat(64))).unwrap(),
                 what: "test".into(),
+                hint: "",
             },
             diff_id: a.diff_id.clone(),
         });
@@ -1487,6 +1495,33 @@ mod tests {
     }
 
     #[test]
+    fn damaged_and_zstd_blobs_are_refused() {
+        let (tar, _) = tar_with_everything();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("blob");
+        std::fs::write(&p, &tar).unwrap();
+        let mut blob = Blob {
+            path: p.clone(),
+            offset: 0,
+            size: tar.len() as u64,
+            digest: Digest::parse(&format!("sha256:{}", "1".repeat(64))).unwrap(),
+            what: "layer 0 of x".to_string(),
+            hint: "run `prestage store verify`",
+        };
+        let e = format!("{:#}", analyze(&blob).err().unwrap());
+        assert!(
+            e.starts_with("layer 0 of x: ")
+                && e.contains("the manifest says")
+                && e.ends_with("verify`"),
+            "{e}"
+        );
+        std::fs::write(&p, [0x28, 0xb5, 0x2f, 0xfd, 0, 0]).unwrap();
+        blob.size = 6;
+        let e = format!("{:#}", analyze(&blob).err().unwrap());
+        assert!(e.contains("a zstd layer"), "{e}");
+    }
+
+    #[test]
     fn duplicate_paths_are_refused() {
         let mut b = tar::Builder::new(Vec::new());
         for _ in 0..2 {
@@ -1506,6 +1541,7 @@ mod tests {
             digest: Digest::parse(&format!("sha256:{}", hex::encode(Sha256::digest(&tar))))
                 .unwrap(),
             what: "test layer".to_string(),
+            hint: "",
         };
         let e = analyze(&blob).err().unwrap().to_string();
         assert!(e.contains("a second member with this path"), "{e}");

@@ -7,7 +7,7 @@
 //! image, whose data partition is mounted read-only and configured as the
 //! `additionalimagestores` of a throwaway storage.
 //!
-//! Proves: every image of both stages resolves by its exact by-digest name (and its mapping
+//! Proves: `xfs_repair -n` finds the partition clean; every image of both stages resolves by its exact by-digest name (and its mapping
 //! tag) with its manifest digest and image ID (skopeo and podman); `podman create` + `podman
 //! mount` of each image give the same tree (types, modes, owners, times, device numbers, hard
 //! links, contents, every attribute) as the same image pulled by skopeo into an ordinary store
@@ -666,6 +666,11 @@ fn engines_use_the_store_in_place() {
         &common::repo_root().join("layouts/demo.toml"),
         "data",
     );
+    // The filesystem is clean for xfs_repair (character devices, attributes, hard links).
+    let part_file = root.join("data.xfs");
+    common::extract_partition(&image, part, &part_file);
+    common::assert_xfs_repair_clean(&part_file);
+    std::fs::remove_file(&part_file).unwrap();
     let mnt = common::Mount::read_only(&image, part, "xfs");
     let store = mnt.path().join("store");
     let mapping = std::fs::read_to_string(mnt.path().join("mapping.txt")).unwrap();

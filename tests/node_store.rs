@@ -10,7 +10,8 @@
 //! the upstream ClusterInstance example pass its CRD and ride in `extraManifestsRefs`; and an image
 //! `prestage compose` writes with that store on its data partition (prestage's own XFS) is read
 //! back by `prestage node` as a store payload, its loader copies every image out of it, and it
-//! serves every image in place.
+//! serves every image in place; and the same for the store `prestage build --payload store`
+//! writes itself (the fixture's 21 images of both stages).
 
 mod common;
 mod nodeenv;
@@ -851,4 +852,64 @@ fn prestage_node_reads_a_composed_store_image_and_its_loader_copies_from_prestag
     // And the store on prestage's XFS serves every image in place.
     node.fresh_storage();
     assert_served_in_place(&node, &out, &refs);
+}
+
+#[test]
+fn prestage_build_payload_store_serves_every_image_in_place_and_its_loader_copies_them_out() {
+    nodeenv::require_root("the node tests");
+    let dir = scratch("store-built");
+    // The fixture (OCI, an OCI index given as the agent image, Docker v2s2, a registry with a
+    // port) built by `prestage build --payload store`: the store on the partition is prestage's.
+    let img = dir.path().join("store.raw");
+    nodeenv::build(&img, "store", &dir.path().join("cache"));
+    let out = prestage::build::beside(&img, ".node");
+    let want = node_dir(dir.path());
+    for name in [
+        "discovery.ign",
+        "install.ign",
+        "extract-ocp.sh",
+        "98-prestage-store-mount-master.yaml",
+        "99-prestage-store-master.yaml",
+    ] {
+        assert_eq!(read(&out.join(name)), read(&want.join(name)), "{name}");
+    }
+    let list = String::from_utf8(nodeenv::read_partition_file(&img, "ocp-images.txt"))
+        .expect("ocp-images.txt is UTF-8");
+    let refs = nodeenv::refs(&list);
+    assert!(refs.len() >= 4, "{list}");
+    let before = sha256_file(&img);
+
+    // Where the feature gate is off: the fallback loader on the partition copies every image out
+    // of the read-only store under its exact by-digest name.
+    let node = Node::new(&img, true);
+    storage_conf(&node, &[]);
+    let loader = dir.path().join("extract-ocp.sh");
+    fs::write(
+        &loader,
+        nodeenv::read_partition_file(&img, "extract-ocp.sh"),
+    )
+    .expect("writing the partition's loader");
+    fs::set_permissions(&loader, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let r = node.load(&loader);
+    assert!(r.status.success(), "the loader failed:\n{}", r.both());
+    assert!(
+        nodeenv::summary(&r).contains(&format!(
+            "summary: {n} loaded, 0 skipped, 0 failed of {n} images",
+            n = refs.len()
+        )),
+        "{}",
+        r.stderr
+    );
+    for (i, name) in refs.iter().enumerate() {
+        let digest = name.rsplit_once("@sha256:").expect("a digest reference").1;
+        assert_eq!(node.stored_digest(name).as_deref(), Some(digest), "{name}");
+        assert_layers_complete(&node, name, &dir.path().join(format!("out-{i}")));
+    }
+
+    // With the discovery storage.conf every image resolves in place, and the loader copies
+    // nothing.
+    node.fresh_storage();
+    assert_served_in_place(&node, &out, &refs);
+    drop(node);
+    assert_eq!(sha256_file(&img), before, "the image changed");
 }

@@ -109,16 +109,13 @@ pub struct PlanArgs {
     /// What every run takes.
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Payload format to plan (default: both).
+    /// Payload format to plan (default: every format; `store` when its layers are here).
     #[arg(long, value_enum)]
     pub payload: Option<PayloadArg>,
 }
 
 impl CommonArgs {
     fn request(&self, formats: Vec<Format>, mtime: i64) -> Result<Request> {
-        for f in &formats {
-            crate::payload::check_written(*f)?;
-        }
         Ok(Request {
             images: self.set.request(Tagged::ManifestsOnly, self.quiet),
             layout: Layout::named_or_file(&self.target.layout)?,
@@ -148,6 +145,9 @@ fn print_plan(p: &Plan, layout: &Layout) {
         human(p.unique_bytes),
         human(p.to_download)
     );
+    if let Some(why) = &p.not_planned {
+        println!("store: not planned: {why}");
+    }
     for f in &p.formats {
         let x = &f.fit;
         println!(

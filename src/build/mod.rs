@@ -5,7 +5,8 @@
 //!    only;
 //! 2. **manifests** (fetch): every staged image's manifests, so every size is known;
 //! 3. **plan** (payload + compose's planner): the partition content and the space it needs,
-//!    checked against the layout before any image blob is downloaded;
+//!    checked against the layout before any image blob is downloaded (for the `store` format
+//!    after the pull: its size is that of the unpacked layers);
 //! 4. **pull** (fetch): the blobs the store lacks and no local source holds (blobs of OCI
 //!    layouts, `oci:`/`dir:` sources and oc-mirror archives are read in place, not copied);
 //! 5. **compose**: the image under a temporary name, written in one pass that hashes every byte
@@ -104,6 +105,10 @@ pub struct Plan {
     pub label: String,
     /// One entry per format.
     pub formats: Vec<FormatPlan>,
+    /// Why the `store` format is not in `formats` when several were asked for (its layers are
+    /// not all here yet, or it cannot hold an image).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_planned: Option<String>,
 }
 
 fn data_partition<'a>(layout: &'a Layout, label: &str) -> Result<(u64, &'a XfsOptions)> {
@@ -205,10 +210,65 @@ impl Prepared {
         req: &Request,
         extra: &dyn Fn(Format) -> Result<Vec<ExtraFile>>,
     ) -> Result<Plan> {
+        self.plan_with(req, extra, &self.located)
+    }
+
+    /// The plan for `req`'s formats, reading in place the blobs `located` names. The `store`
+    /// format needs every layer (its size is that of the unpacked layers): when some must
+    /// still be downloaded it is left out of a plan of several formats, and refused alone.
+    pub fn plan_with(
+        &self,
+        req: &Request,
+        extra: &dyn Fn(Format) -> Result<Vec<ExtraFile>>,
+        located: &BTreeMap<Digest, Located>,
+    ) -> Result<Plan> {
         let (bytes, opts) = data_partition(&req.layout, &req.label)?;
+        let store = &self.resolution.store;
+        let missing: u64 = {
+            let mut m = BTreeMap::new();
+            for i in &self.images {
+                for f in i.files(store)? {
+                    if !f.manifest && !store.has_blob(&f.digest) && !located.contains_key(&f.digest)
+                    {
+                        m.insert(f.digest.clone(), f.size);
+                    }
+                }
+            }
+            m.values().sum()
+        };
+        let blobs = Blobs { store, located };
         let mut formats = Vec::new();
+        let mut not_planned = None;
         for &f in &req.formats {
-            let p = self.payload(f, &extra(f)?, req.mtime)?;
+            if f == Format::Store && missing > 0 {
+                let why = format!(
+                    "the store payload's size is that of the unpacked layers, known once every \
+                     layer is in the store or a local source ({} still to download: run \
+                     `prestage pull` first)",
+                    human(missing)
+                );
+                if req.formats.len() == 1 {
+                    bail!("{why}");
+                }
+                not_planned = Some(why);
+                continue;
+            }
+            let p = payload::build(
+                f,
+                &self.resolution.lists,
+                &self.resolution.imageset_yaml,
+                &self.images,
+                blobs,
+                &extra(f)?,
+                req.mtime.max(0) as u64,
+            );
+            let p = match p {
+                Err(e) if f == Format::Store && req.formats.len() > 1 => {
+                    not_planned = Some(format!("{e:#}"));
+                    continue;
+                }
+                p => p?,
+            };
             let mut c = p.content.clone();
             manifest::reserve(&mut c, req.mtime)?;
             formats.push(FormatPlan {
@@ -218,7 +278,6 @@ impl Prepared {
                 fit: plan::fit(bytes, opts, &c)?,
             });
         }
-        let store = &self.resolution.store;
         let mut unique = BTreeMap::new();
         for i in &self.images {
             for f in i.files(store)? {
@@ -247,6 +306,7 @@ impl Prepared {
             in_place,
             label: req.label.clone(),
             formats,
+            not_planned,
         })
     }
 }
@@ -433,7 +493,38 @@ pub fn build(
         }
     };
     let extra_files = extra(format)?;
-    let plan = prepared.plan(req, &extra)?;
+    let mut opts =
+        prepared
+            .resolution
+            .conn
+            .options(prepared.requests.clone(), &prepared.arch, false);
+    opts.in_place = true;
+    let fetch_blobs = || -> Result<pull::Summary> {
+        let pulled = pull::pull(&prepared.resolution.store, &opts, progress)?;
+        progress.line(&format!(
+            "pull: {} blobs fetched ({}), {} in the store, {} read in place from local sources, \
+             in {:.1} s",
+            pulled.blobs_fetched,
+            human(pulled.bytes),
+            pulled.blobs_reused,
+            pulled.blobs_in_place,
+            pulled.seconds
+        ));
+        Ok(pulled)
+    };
+    // The store's size is that of the unpacked layers: they are pulled before the plan.
+    let t_early = Instant::now();
+    let early = if format == Format::Store {
+        Some(fetch_blobs()?)
+    } else {
+        None
+    };
+    let early_secs = t_early.elapsed().as_secs_f64();
+    let plan = prepared.plan_with(
+        req,
+        &extra,
+        early.as_ref().map_or(&prepared.located, |p| &p.located),
+    )?;
     check(&plan, &req.layout)?;
     let fplan = plan
         .formats
@@ -456,23 +547,14 @@ pub fn build(
     let t1 = Instant::now();
 
     // The blobs the store lacks and no local source holds.
-    let mut opts =
-        prepared
-            .resolution
-            .conn
-            .options(prepared.requests.clone(), &prepared.arch, false);
-    opts.in_place = true;
-    let pulled = pull::pull(&prepared.resolution.store, &opts, progress)?;
-    progress.line(&format!(
-        "pull: {} blobs fetched ({}), {} in the store, {} read in place from local sources, in \
-         {:.1} s",
-        pulled.blobs_fetched,
-        human(pulled.bytes),
-        pulled.blobs_reused,
-        pulled.blobs_in_place,
-        pulled.seconds
-    ));
-    let t2 = Instant::now();
+    let early_pull = early.is_some();
+    let (pulled, pull_secs) = match early {
+        Some(p) => (p, early_secs),
+        None => {
+            let p = fetch_blobs()?;
+            (p, t1.elapsed().as_secs_f64())
+        }
+    };
 
     let blobs = Blobs {
         store: &prepared.resolution.store,
@@ -576,8 +658,8 @@ pub fn build(
         node: node_dir,
         seconds: Seconds {
             resolve: prepared.seconds,
-            plan: (t1 - t0).as_secs_f64(),
-            pull: (t2 - t1).as_secs_f64(),
+            plan: (t1 - t0).as_secs_f64() - if early_pull { early_secs } else { 0.0 },
+            pull: pull_secs,
             filesystems: s.seconds.0,
             write: s.seconds.1,
             verify: s.seconds.2,

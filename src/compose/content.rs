@@ -347,6 +347,22 @@ impl Entry {
     }
 }
 
+/// The changeable metadata of an entry ([`Content::meta_mut`]).
+pub struct MetaMut<'a> {
+    /// What it is.
+    pub kind: &'a Kind,
+    /// Permission bits including setuid/setgid/sticky (keep it within `0o7777`).
+    pub mode: &'a mut u32,
+    /// Owner.
+    pub uid: &'a mut u32,
+    /// Group.
+    pub gid: &'a mut u32,
+    /// Modification time.
+    pub mtime: &'a mut Option<Time>,
+    /// Extended attributes.
+    pub xattrs: &'a mut Xattrs,
+}
+
 /// Mode, owner, time and attributes of the filesystem's root directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootMeta {
@@ -680,6 +696,20 @@ impl Content {
                 }
             }
         }
+    }
+
+    /// The metadata of the entry at `path`, to change it in place as tar extraction changes an
+    /// existing inode (a hard link's header re-applied to the inode it names, an attribute set on
+    /// a directory); its path, kind and bytes stay as they are.
+    pub fn meta_mut(&mut self, path: &str) -> Option<MetaMut<'_>> {
+        self.entries.get_mut(path).map(|e| MetaMut {
+            kind: &e.kind,
+            mode: &mut e.mode,
+            uid: &mut e.uid,
+            gid: &mut e.gid,
+            mtime: &mut e.mtime,
+            xattrs: &mut e.xattrs,
+        })
     }
 
     /// Entries in path order (a parent sorts before its children).

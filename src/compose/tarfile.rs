@@ -33,6 +33,12 @@ const MAX_EXTENSION: u64 = 16 << 20;
 pub trait TarRead: Read {
     /// Skips up to `n` bytes; returns how many there were.
     fn skip(&mut self, n: u64) -> io::Result<u64>;
+    /// Skips a member's data, `n` bytes (called once per member, with 0 when it has none; the
+    /// padding after it goes through [`TarRead::skip`]): by default as any other bytes. A reader
+    /// that keeps every byte but file contents (a tar-split) tells them apart here.
+    fn skip_member_data(&mut self, n: u64) -> io::Result<u64> {
+        self.skip(n)
+    }
 }
 
 /// A tar archive in a file: skips by seeking, knowing where the file ends.
@@ -136,6 +142,11 @@ pub struct Member {
     pub size: u64,
     /// Byte offset of its data in the archive.
     pub data_offset: u64,
+    /// Global PAX headers (`g`, comments only) read just before it: Go's reader returns each as
+    /// a member of its own.
+    pub global_headers: u32,
+    /// The header's size field, also for members that have no data (which then skip it).
+    pub header_size: u64,
 }
 
 impl Member {
@@ -262,6 +273,11 @@ impl<R: TarRead> Members<R> {
         }
     }
 
+    /// The stream being read (between members: after the last member returned).
+    pub fn reader_mut(&mut self) -> &mut R {
+        &mut self.r
+    }
+
     fn read_block(&mut self, buf: &mut [u8; 512]) -> Result<usize> {
         let mut got = 0;
         while got < 512 {
@@ -292,7 +308,10 @@ impl<R: TarRead> Members<R> {
     }
 
     fn skip_data(&mut self, size: u64) -> Result<()> {
-        let n = self.r.skip(size).context("reading the archive")?;
+        let n = self
+            .r
+            .skip_member_data(size)
+            .context("reading the archive")?;
         self.pos += n;
         if n < size {
             bail!("truncated archive: the member's data ends after {n} of {size} bytes");
@@ -314,6 +333,7 @@ impl<R: TarRead> Members<R> {
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
         let mut long_name: Option<Vec<u8>> = None;
         let mut long_link: Option<Vec<u8>> = None;
+        let mut global_headers = 0u32;
         let first = self.pos;
         let idx = self.index + 1;
         loop {
@@ -391,6 +411,7 @@ impl<R: TarRead> Members<R> {
                                 "global PAX header record `{k}` is not supported"
                             )));
                         }
+                        global_headers += 1;
                     } else {
                         pax.extend(recs);
                     }
@@ -528,6 +549,8 @@ impl<R: TarRead> Members<R> {
                     0
                 },
                 data_offset,
+                global_headers,
+                header_size: size,
             }));
         }
     }

@@ -3,7 +3,7 @@
 //! through the filesystem's own metadata.
 //!
 //! A partition holds a payload when its root has `ai-images.txt` and `ocp-images.txt`; the
-//! format is `store` when it has the `store/` directory, `shared` when it has the `blobs/`
+//! format is `shared` when it has the `blobs/` directory, `store` when it has the `store/`
 //! directory, `ztp` when it has `*.tgz` files at the root. The label is the partition's GPT name (the name the node finds it by).
 
 use std::path::Path;
@@ -15,7 +15,7 @@ use crate::compose::emit::{self, Format as ImageFormat};
 use crate::compose::gpt;
 use crate::compose::manifest::{self, Manifest};
 use crate::compose::xfs::ondisk::Xfs;
-use crate::payload::{shared, Format, Stage};
+use crate::payload::{shared, store, Format, Stage};
 
 /// The payload partition of an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,11 +38,11 @@ pub fn payload_format(m: &Manifest) -> Option<Format> {
     if !Stage::ALL.iter().all(|s| has(s.list(), "file")) {
         return None;
     }
-    if has(super::store::PARTITION_DIR, "dir") {
-        return Some(Format::Store);
-    }
     if has(shared::BLOBS, "dir") {
         return Some(Format::Shared);
+    }
+    if has(store::ROOT, "dir") {
+        return Some(Format::Store);
     }
     let tgz = m.entries.iter().any(|r| {
         r.kind == "file" && !r.path.contains('/') && r.path.ends_with(".tgz") && r.path.len() > 4

@@ -42,9 +42,6 @@ use super::ignition::{self, Unit};
 use super::manifests::ClusterManifest;
 use crate::payload::Stage;
 
-/// The store's directory on the partition.
-pub const PARTITION_DIR: &str = "store";
-
 /// Where the node mounts the partition.
 pub const MOUNT_POINT: &str = "/var/lib/prestage";
 

@@ -10,15 +10,18 @@
 //! - [`shared`]: `blobs/sha256/` holding every blob and manifest once, and one OCI layout per
 //!   image per stage (`ai-images/`, `ocp-images/`);
 //! - [`ztp`]: one `<name>.tgz` per image at the root, as the upstream loader reads them;
+//! - [`store`]: a containers-storage overlay image store under `store/`, every layer unpacked,
+//!   that engines read in place as an additional image store;
 //! - [`gzip`]: gzip of stored blocks, of known size;
 //! - [`image`]: the staged images, their files, and their names on the partition.
 //!
-//! Both formats carry `ai-images.txt`, `ocp-images.txt`, `mapping.txt` and `imageset.yaml` at
+//! Every format carries `ai-images.txt`, `ocp-images.txt`, `mapping.txt` and `imageset.yaml` at
 //! the root, exactly as `prestage images` writes them.
 
 pub mod gzip;
 pub mod image;
 pub mod shared;
+pub mod store;
 pub mod ztp;
 
 use std::sync::Arc;
@@ -45,9 +48,8 @@ pub enum Format {
 }
 
 impl Format {
-    /// Every format this payload stage writes (what `plan` compares when no format is given).
-    /// `Store` is not among them yet: its node files exist, its partition content does not.
-    pub const ALL: [Format; 2] = [Format::Shared, Format::Ztp];
+    /// Every format: what `plan` compares when no format is given.
+    pub const ALL: [Format; 3] = [Format::Shared, Format::Ztp, Format::Store];
 
     /// Its name on the command line.
     pub fn name(self) -> &'static str {
@@ -193,19 +195,6 @@ fn root_files(lists: &ImageLists, imageset_yaml: &str) -> Vec<(&'static str, Vec
     ]
 }
 
-/// Refuses a format whose partition content this version does not write (`store`: only its
-/// node files exist), before any image is fetched.
-pub fn check_written(format: Format) -> Result<()> {
-    if !Format::ALL.contains(&format) {
-        bail!(
-            "--payload {}: this version of prestage writes the node files of this payload but \
-             not its partition content; use --payload shared or ztp",
-            format.name()
-        );
-    }
-    Ok(())
-}
-
 /// Lays out `images` in `format`, with the lists and `extra` files.
 pub fn build(
     format: Format,
@@ -216,7 +205,9 @@ pub fn build(
     extra: &[ExtraFile],
     mtime: u64,
 ) -> Result<Payload> {
-    image::check_names(images, format.name())?;
+    if format != Format::Store {
+        image::check_names(images, format.name())?;
+    }
     let mut content = Content::new();
     for (path, bytes) in root_files(lists, imageset_yaml) {
         let len = bytes.len() as u64;
@@ -230,10 +221,7 @@ pub fn build(
     let reports = match format {
         Format::Shared => shared::add(&mut content, images, blobs)?,
         Format::Ztp => ztp::add(&mut content, images, blobs, mtime)?,
-        Format::Store => {
-            check_written(format)?;
-            Vec::new()
-        }
+        Format::Store => store::add(&mut content, lists, images, blobs, mtime)?,
     };
     for f in extra {
         if content.get(&f.path).is_some() {

@@ -46,6 +46,10 @@ pub const CI: Needs = &[
     ("virt-install", "virtinst"),
     ("virsh", "libvirt-clients"),
     ("losetup", "mount"),
+    // The store payload's engine tests: podman with runc, and a static busybox in the images.
+    ("podman", "podman"),
+    ("runc", "runc"),
+    ("/bin/busybox", "busybox-static"),
     // The tar content tests: GNU tar, file capabilities and extended attributes.
     ("tar", "tar"),
     ("setcap", "libcap2-bin"),

@@ -75,7 +75,9 @@ use crate::imageset::lists::ImageLists;
 /// The store's directory at the partition root.
 pub const ROOT: &str = "store";
 
-const CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_GO_ISO);
+/// Slice-by-16 tables: every byte of every layer goes through it while planning.
+const CRC64: crc::Crc<u64, crc::Table<16>> =
+    crc::Crc::<u64, crc::Table<16>>::new(&crc::CRC_64_GO_ISO);
 /// Largest tar-split segment after the end of the archive (tar-split's padding chunk).
 const PADDING_CHUNK: usize = 1 << 20;
 /// Read buffers: below glibc's mmap threshold, so that reading hundreds of layers one after
@@ -889,6 +891,68 @@ impl Builder<'_> {
         Ok(id)
     }
 
+    /// Layer `i` of an image, described by `l`, where its blob lies.
+    fn layer_blob(&self, img: &Image, i: usize, l: &Descriptor) -> Result<Blob> {
+        let digest = Digest::parse(&l.digest)?;
+        let at = self.blobs.at(&ImageFile {
+            digest: digest.clone(),
+            size: l.size,
+            manifest: false,
+        });
+        Ok(Blob {
+            path: at.path,
+            offset: at.offset,
+            size: l.size,
+            what: format!("layer {i} {digest} of {} ({})", img.source, at.from),
+            digest,
+            hint: at.hint,
+        })
+    }
+
+    /// Analyses every distinct layer of `images` ahead of the ordered pass that lays them out,
+    /// on as many threads as there are cores (at most four): each layer is decompressed and
+    /// hashed once either way, and the analyses are independent of each other. Nothing fails
+    /// here: what cannot be read is left for the ordered pass to report, in the images' order.
+    fn analyze_ahead(&self, images: &[Image]) {
+        let mut blobs = Vec::new();
+        let mut seen = HashSet::new();
+        for img in images {
+            for inst in &img.record.instances {
+                let Ok(bytes) = std::fs::read(self.blobs.store.manifest_path(&inst.digest)) else {
+                    continue;
+                };
+                let Ok(doc) = serde_json::from_slice::<ManifestDoc>(&bytes) else {
+                    continue;
+                };
+                for (i, l) in doc.layers.iter().enumerate() {
+                    if let Ok(blob) = self.layer_blob(img, i, l) {
+                        if seen.insert(blob.digest.to_string()) {
+                            blobs.push(blob);
+                        }
+                    }
+                }
+            }
+        }
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(4);
+        if threads < 2 || blobs.len() < 2 {
+            return;
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    while let Some(blob) =
+                        blobs.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    {
+                        let _ = analysis(blob);
+                    }
+                });
+            }
+        });
+    }
+
     /// Adds one image manifest (`instance`) of `img`, named `names`, reachable through the list
     /// `top` when it is one; returns the image ID.
     fn image(
@@ -944,21 +1008,9 @@ impl Builder<'_> {
         }
         let mut parent: Option<String> = None;
         for (i, (l, want)) in doc.layers.iter().zip(&diff_ids).enumerate() {
-            let digest =
-                Digest::parse(&l.digest).with_context(|| format!("{what}: layer {i} digest"))?;
-            let at = self.blobs.at(&ImageFile {
-                digest: digest.clone(),
-                size: l.size,
-                manifest: false,
-            });
-            let blob = Blob {
-                path: at.path,
-                offset: at.offset,
-                size: l.size,
-                digest: digest.clone(),
-                what: format!("layer {i} {digest} of {} ({})", img.source, at.from),
-                hint: at.hint,
-            };
+            let blob = self
+                .layer_blob(img, i, l)
+                .with_context(|| format!("{what}: layer {i} digest"))?;
             let a = analysis(&blob)?;
             if want != &format!("sha256:{}", a.diff_id) {
                 bail!(
@@ -1162,6 +1214,7 @@ pub fn add(
     ] {
         b.dir(&d, mode)?;
     }
+    b.analyze_ahead(images);
     let mut reports = Vec::new();
     for img in images {
         let mut names = vec![img.source.clone()];

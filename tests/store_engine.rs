@@ -659,6 +659,44 @@ fn engines_use_the_store_in_place() {
         plan["formats"][2]["payload_bytes"],
         summary["plan"]["payload_bytes"]
     );
+    // The store's report compares it with the other payloads of the same images.
+    let report = |name: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(root.join(format!("{name}.report.json"))).unwrap())
+            .unwrap()
+    };
+    let compared = |r: &Value| -> Vec<(String, Value)> {
+        r["compared"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["format"].as_str().unwrap().to_string(),
+                    f["payload_bytes"].clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        compared(&report("store.raw")),
+        [
+            (
+                "shared".to_string(),
+                shared["plan"]["payload_bytes"].clone()
+            ),
+            (
+                "ztp".to_string(),
+                plan["formats"][1]["payload_bytes"].clone()
+            )
+        ]
+    );
+    assert_eq!(
+        compared(&report("shared.raw")),
+        [(
+            "ztp".to_string(),
+            plan["formats"][1]["payload_bytes"].clone()
+        )]
+    );
 
     // The partition, read-only, as the additional store of an empty storage.
     let part = common::locate(

@@ -222,6 +222,17 @@ impl Prepared {
         extra: &dyn Fn(Format) -> Result<Vec<ExtraFile>>,
         located: &BTreeMap<Digest, Located>,
     ) -> Result<Plan> {
+        self.plan_formats(req, &req.formats, extra, located)
+    }
+
+    /// The plan of `formats` for `req`'s image set, layout and partition.
+    fn plan_formats(
+        &self,
+        req: &Request,
+        wanted: &[Format],
+        extra: &dyn Fn(Format) -> Result<Vec<ExtraFile>>,
+        located: &BTreeMap<Digest, Located>,
+    ) -> Result<Plan> {
         let (bytes, opts) = data_partition(&req.layout, &req.label)?;
         let store = &self.resolution.store;
         let missing: u64 = {
@@ -239,7 +250,7 @@ impl Prepared {
         let blobs = Blobs { store, located };
         let mut formats = Vec::new();
         let mut not_planned = None;
-        for &f in &req.formats {
+        for &f in wanted {
             if f == Format::Store && missing > 0 {
                 let why = format!(
                     "the store payload's size is that of the unpacked layers, known once every \
@@ -247,7 +258,7 @@ impl Prepared {
                      `prestage pull` first)",
                     human(missing)
                 );
-                if req.formats.len() == 1 {
+                if wanted.len() == 1 {
                     bail!("{why}");
                 }
                 not_planned = Some(why);
@@ -263,7 +274,7 @@ impl Prepared {
                 req.mtime.max(0) as u64,
             );
             let p = match p {
-                Err(e) if f == Format::Store && req.formats.len() > 1 => {
+                Err(e) if f == Format::Store && wanted.len() > 1 => {
                     not_planned = Some(format!("{e:#}"));
                     continue;
                 }
@@ -544,6 +555,21 @@ pub fn build(
         human(fplan.fit.partition),
         human(fplan.fit.available.saturating_sub(fplan.fit.needed))
     ));
+    // The other payloads' sizes for the same images, for the report: those a plan gives
+    // without reading the layers (`store` is compared only when it is the one built: its size
+    // needs every layer read; `prestage plan` compares all three).
+    let others: Vec<Format> = Format::ALL
+        .into_iter()
+        .filter(|&f| f != format && f != Format::Store)
+        .collect();
+    let compared = prepared
+        .plan_formats(
+            req,
+            &others,
+            &extra,
+            early.as_ref().map_or(&prepared.located, |p| &p.located),
+        )?
+        .formats;
     let t1 = Instant::now();
 
     // The blobs the store lacks and no local source holds.
@@ -602,6 +628,7 @@ pub fn build(
             payload: format,
             label: req.label.clone(),
             plan: fplan.clone(),
+            compared: compared.clone(),
             images: reports.clone(),
         };
         write_atomic(&lock, &report_path, &r.to_bytes()?)?;

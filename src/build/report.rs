@@ -25,6 +25,10 @@ pub struct Report {
     pub label: String,
     /// Sizes: payload, filesystem, partition.
     pub plan: FormatPlan,
+    /// The same sizes for the other payload formats of the same images, to choose by: `shared`
+    /// and `ztp` always, `store` when it is the one built (its size is that of the unpacked
+    /// layers, known by reading every layer; `prestage plan` compares all three).
+    pub compared: Vec<FormatPlan>,
     /// Every image.
     pub images: Vec<ImageReport>,
 }

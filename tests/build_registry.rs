@@ -111,23 +111,6 @@ fn push_image(
     p.manifest(repo, tag.unwrap_or(&digest), mt, &bytes)
 }
 
-fn push_list(p: &Pusher, repo: &str, tag: &str, docker: bool, entries: &[(&str, &Desc)]) -> Desc {
-    let mt = if docker {
-        registry::images::DOCKER_LIST
-    } else {
-        registry::images::OCI_INDEX
-    };
-    let m = json!({
-        "schemaVersion": 2,
-        "mediaType": mt,
-        "manifests": entries.iter().map(|(arch, d)| json!({
-            "mediaType": d.media_type, "digest": d.digest, "size": d.size,
-            "platform": {"architecture": arch, "os": "linux"},
-        })).collect::<Vec<_>>(),
-    });
-    p.manifest(repo, tag, mt, &serde_json::to_vec_pretty(&m).unwrap())
-}
-
 /// A TLS + htpasswd registry (with an access log) and a plain one on the same storage to push
 /// through, holding the image set.
 struct Setup {
@@ -224,7 +207,7 @@ fn setup() -> Setup {
         let arm = layer(docker, &[("bin/x", &data(201, 7000))]);
         let a = push_image(&p, repo, None, docker, "amd64", &[base, &amd]);
         let b = push_image(&p, repo, None, docker, "arm64", &[base, &arm]);
-        push_list(&p, repo, "v1", docker, &[("amd64", &a), ("arm64", &b)]);
+        p.list_of(repo, "v1", docker, &[("amd64", &a), ("arm64", &b)]);
         lists.push(format!("{host}/{repo}:v1"));
     }
     let own = layer(true, &[("bin/pinned", &data(300, 9000))]);

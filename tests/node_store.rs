@@ -520,18 +520,12 @@ fn assert_layers_complete(node: &Node, name: &str, out: &Path) {
     );
 }
 
-#[test]
-fn the_fallback_loader_copies_every_image_out_of_a_read_only_store_under_its_digest() {
-    nodeenv::require_root("the node tests");
-    let dir = scratch("store-load");
-    let out = node_dir(dir.path());
-    let (xfs, refs) = store_partition(dir.path());
-    let before = sha256_file(&xfs);
-    let node = Node::on_loop(Loop::attach(&xfs, 0, 320 << 20, true));
-    storage_conf(&node, &[]);
-
+/// Runs `loader` on `node` and checks that it copied every image of `refs` into the node's own
+/// storage under its exact by-digest name, every layer complete (copied out into `dir`); returns
+/// the loader's seconds.
+fn assert_loader_copies_all(node: &Node, loader: &Path, refs: &[String], dir: &Path) -> f64 {
     let t = Instant::now();
-    let r = node.load(&out.join("extract-ocp.sh"));
+    let r = node.load(loader);
     let secs = t.elapsed().as_secs_f64();
     assert!(r.status.success(), "the loader failed:\n{}", r.both());
     assert!(
@@ -542,10 +536,6 @@ fn the_fallback_loader_copies_every_image_out_of_a_read_only_store_under_its_dig
         "{}",
         r.stderr
     );
-    note!(
-        "store fallback loader: {} images (OCI, OCI index, Docker v2s2) copied out of the read-only store in {secs:.1} s",
-        refs.len()
-    );
     // Outside the loader's mount namespace the partition is mounted nowhere: each name resolves
     // in the node's own storage, to its exact digest, with every layer there.
     for (i, name) in refs.iter().enumerate() {
@@ -555,8 +545,26 @@ fn the_fallback_loader_copies_every_image_out_of_a_read_only_store_under_its_dig
             Some(want),
             "{name}: not stored under its digest"
         );
-        assert_layers_complete(&node, name, &dir.path().join(format!("out-{i}")));
+        assert_layers_complete(node, name, &dir.join(format!("out-{i}")));
     }
+    secs
+}
+
+#[test]
+fn the_fallback_loader_copies_every_image_out_of_a_read_only_store_under_its_digest() {
+    nodeenv::require_root("the node tests");
+    let dir = scratch("store-load");
+    let out = node_dir(dir.path());
+    let (xfs, refs) = store_partition(dir.path());
+    let before = sha256_file(&xfs);
+    let node = Node::on_loop(Loop::attach(&xfs, 0, 320 << 20, true));
+    storage_conf(&node, &[]);
+
+    let secs = assert_loader_copies_all(&node, &out.join("extract-ocp.sh"), &refs, dir.path());
+    note!(
+        "store fallback loader: {} images (OCI, OCI index, Docker v2s2) copied out of the read-only store in {secs:.1} s",
+        refs.len()
+    );
     // The run left nothing behind (no work directory, no mount).
     let tmp: Vec<_> = fs::read_dir(node.dir.path().join("tmp"))
         .expect("tmp")
@@ -890,21 +898,7 @@ fn prestage_build_payload_store_serves_every_image_in_place_and_its_loader_copie
     )
     .expect("writing the partition's loader");
     fs::set_permissions(&loader, fs::Permissions::from_mode(0o755)).expect("chmod");
-    let r = node.load(&loader);
-    assert!(r.status.success(), "the loader failed:\n{}", r.both());
-    assert!(
-        nodeenv::summary(&r).contains(&format!(
-            "summary: {n} loaded, 0 skipped, 0 failed of {n} images",
-            n = refs.len()
-        )),
-        "{}",
-        r.stderr
-    );
-    for (i, name) in refs.iter().enumerate() {
-        let digest = name.rsplit_once("@sha256:").expect("a digest reference").1;
-        assert_eq!(node.stored_digest(name).as_deref(), Some(digest), "{name}");
-        assert_layers_complete(&node, name, &dir.path().join(format!("out-{i}")));
-    }
+    assert_loader_copies_all(&node, &loader, &refs, dir.path());
 
     // With the discovery storage.conf every image resolves in place, and the loader copies
     // nothing.

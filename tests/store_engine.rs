@@ -31,7 +31,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use registry::images::{Desc, Pusher, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+use registry::images::{Desc, Pusher, DOCKER_MANIFEST, OCI_MANIFEST};
 use registry::{ok, sha256, Ca, RegistryOptions};
 use serde_json::{json, Value};
 
@@ -265,19 +265,6 @@ fn push_image(
     let bytes = serde_json::to_vec_pretty(&m).unwrap();
     let digest = sha256(&bytes);
     (p.manifest(repo, &digest, mt, &bytes), bytes)
-}
-
-fn push_list(p: &Pusher, repo: &str, tag: &str, docker: bool, entries: &[(&str, &Desc)]) -> Desc {
-    let mt = if docker { DOCKER_LIST } else { OCI_INDEX };
-    let m = json!({
-        "schemaVersion": 2,
-        "mediaType": mt,
-        "manifests": entries.iter().map(|(arch, d)| json!({
-            "mediaType": d.media_type, "digest": d.digest, "size": d.size,
-            "platform": {"architecture": arch, "os": "linux"},
-        })).collect::<Vec<_>>(),
-    });
-    p.manifest(repo, tag, mt, &serde_json::to_vec_pretty(&m).unwrap())
 }
 
 /// A throwaway containers-storage (overlay), optionally with a read-only additional store;
@@ -542,8 +529,7 @@ fn engines_use_the_store_in_place() {
         );
         instances.push((arch, d));
     }
-    let a_index = push_list(
-        &p,
+    let (a_index, _) = p.list_of(
         "store/a",
         "v1",
         false,
@@ -581,7 +567,7 @@ fn engines_use_the_store_in_place() {
     let cfg_bytes = fetch_blob(&plain.url(), "store/b", b_cfg["digest"].as_str().unwrap());
     p.blob("store/c", &cfg_bytes, b_cfg["mediaType"].as_str().unwrap());
     p.manifest("store/c", &b.digest, DOCKER_MANIFEST, &b_bytes);
-    let c_list = push_list(&p, "store/c", "v1", true, &[("amd64", &b)]);
+    let c_list = p.list_of("store/c", "v1", true, &[("amd64", &b)]).0;
 
     let a_ref = format!("{host}/store/a@{}", a_index.digest);
     let b_ref = format!("{host}/store/b@{}", b.digest);

@@ -207,14 +207,27 @@ impl Pusher {
         docker: bool,
         entries: &[(&str, &Image)],
     ) -> (Desc, Vec<u8>) {
+        let descs: Vec<(&str, &Desc)> = entries.iter().map(|(a, i)| (*a, &i.manifest)).collect();
+        self.list_of(repo, tag, docker, &descs)
+    }
+
+    /// Pushes a list (OCI index, or Docker manifest list with `docker`) of `(arch, manifest)`,
+    /// all for `linux`, under `tag`.
+    pub fn list_of(
+        &self,
+        repo: &str,
+        tag: &str,
+        docker: bool,
+        entries: &[(&str, &Desc)],
+    ) -> (Desc, Vec<u8>) {
         let mt = if docker { DOCKER_LIST } else { OCI_INDEX };
         let m = json!({
             "schemaVersion": 2,
             "mediaType": mt,
-            "manifests": entries.iter().map(|(arch, img)| json!({
-                "mediaType": img.manifest.media_type,
-                "digest": img.manifest.digest,
-                "size": img.manifest.size,
+            "manifests": entries.iter().map(|(arch, d)| json!({
+                "mediaType": d.media_type,
+                "digest": d.digest,
+                "size": d.size,
                 "platform": {"architecture": arch, "os": "linux"},
             })).collect::<Vec<_>>(),
         });

@@ -50,22 +50,9 @@ fn read(p: &Path) -> String {
 
 /// `ignition-validate` must accept `text` with no message at all, and it must be spec 3.2.0.
 fn assert_valid_ignition(text: &str, what: &str, dir: &Path) {
-    assert_ignition_validate_accepts(text, what, dir);
+    nodeenv::assert_ignition_validate_accepts(text, what, dir);
     let v: serde_json::Value = serde_json::from_str(text).expect("Ignition is JSON");
     assert_eq!(v["ignition"]["version"], "3.2.0", "{what}: spec version");
-}
-
-/// `ignition-validate` must accept `text` (of any spec version) with no message at all.
-fn assert_ignition_validate_accepts(text: &str, what: &str, dir: &Path) {
-    let validate = require("ignition-validate", "ignition");
-    let f = dir.join("candidate.ign");
-    fs::write(&f, text).expect("writing the config");
-    let r = run(Command::new(validate).arg(&f));
-    assert!(
-        r.status.success() && r.both().trim().is_empty(),
-        "ignition-validate refuses {what}:\n{}",
-        r.both()
-    );
 }
 
 #[test]
@@ -671,7 +658,7 @@ fn assisted_sh_merges_into_what_the_service_holds() {
         (infra.to_compact(), "infra-env"),
         (host.to_compact(), "host"),
     ] {
-        assert_ignition_validate_accepts(&text, what, dir.path());
+        nodeenv::assert_ignition_validate_accepts(&text, what, dir.path());
     }
     assert!(infra.to_compact().contains("/etc/chrony.d/10-site.conf"));
     assert!(

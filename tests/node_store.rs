@@ -43,19 +43,6 @@ fn read(p: &Path) -> String {
     fs::read_to_string(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
 }
 
-/// `ignition-validate` accepts `text` with no message at all.
-fn assert_ignition_valid(text: &str, what: &str, dir: &Path) {
-    let validate = require("ignition-validate", "ignition");
-    let f = dir.join("candidate.ign");
-    fs::write(&f, text).expect("writing the config");
-    let r = run(Command::new(validate).arg(&f));
-    assert!(
-        r.status.success() && r.both().trim().is_empty(),
-        "ignition-validate refuses {what}:\n{}",
-        r.both()
-    );
-}
-
 /// `systemd-analyze verify` of `units` (in `/etc/systemd/system` of `root`) is clean: the host's
 /// unit directory and the binaries the units run are copied into `root` first.
 fn assert_units_verify(root: &Path, units: &[&str], what: &str) {
@@ -120,7 +107,7 @@ fn overrides_pass_ignition_validate_and_ignition_installs_what_systemd_accepts()
     ];
     for (ign, files, units) in cases {
         let text = read(&out.join(ign));
-        assert_ignition_valid(&text, ign, dir.path());
+        nodeenv::assert_ignition_validate_accepts(&text, ign, dir.path());
         let v: J = serde_json::from_str(&text).expect("JSON");
         assert_eq!(v["ignition"]["version"], "3.2.0");
         assert_eq!(
@@ -271,7 +258,7 @@ fn cluster_manifests_pass_the_machine_config_crds_and_carry_units_systemd_accept
                 // spec.config is an Ignition config: ignition-validate judges it, the real
                 // Ignition installs it, systemd judges its units.
                 let config = serde_json::to_string(&d["spec"]["config"]).expect("JSON");
-                assert_ignition_valid(&config, &m.file_name, dir.path());
+                nodeenv::assert_ignition_validate_accepts(&config, &m.file_name, dir.path());
                 let cfg = dir.path().join(format!("{name}.ign"));
                 fs::write(&cfg, &config).expect("writing the config");
                 if common::is_root() {

@@ -541,3 +541,16 @@ pub fn schema_errors(v: &jsonschema::Validator, doc: &serde_json::Value) -> Stri
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// `ignition-validate` must accept `text` (of any spec version) with no message at all.
+pub fn assert_ignition_validate_accepts(text: &str, what: &str, dir: &Path) {
+    let validate = require("ignition-validate", "ignition");
+    let f = dir.join("candidate.ign");
+    fs::write(&f, text).expect("writing the config");
+    let r = run(Command::new(validate).arg(&f));
+    assert!(
+        r.status.success() && r.both().trim().is_empty(),
+        "ignition-validate refuses {what}:\n{}",
+        r.both()
+    );
+}

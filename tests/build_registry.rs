@@ -24,25 +24,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::Storage;
-use registry::images::{data, Desc, Pusher, COMPONENTS};
+use registry::images::{data, tar_of, Desc, Pusher, COMPONENTS};
 use registry::{fails, ok, sha256, Ca, Registry, RegistryOptions};
 use serde_json::{json, Value};
 
 const USER: &str = "builder";
 const PASS: &str = "b4ild-Secr3t";
-
-fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (path, bytes) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        b.append_data(&mut h, path, *bytes).unwrap();
-    }
-    b.into_inner().unwrap()
-}
 
 fn gz(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

@@ -261,15 +261,12 @@ fn cluster_manifests_pass_the_machine_config_crds_and_carry_units_systemd_accept
                 nodeenv::assert_ignition_validate_accepts(&config, &m.file_name, dir.path());
                 let cfg = dir.path().join(format!("{name}.ign"));
                 fs::write(&cfg, &config).expect("writing the config");
-                if common::is_root() {
-                    let root = dir.path().join(format!("root-{name}"));
-                    let work = dir.path().join(format!("work-{name}"));
-                    fs::create_dir_all(&work).expect("mkdir");
-                    nodeenv::ignition_apply(&cfg, &root, &work);
-                    assert_units_verify(&root, &[store::DIR_UNIT, store::MOUNT_UNIT], name);
-                } else {
-                    panic!("applying the MachineConfig's Ignition needs root, as `cargo xtask ci` runs");
-                }
+                nodeenv::require_root("applying the MachineConfig's Ignition");
+                let root = dir.path().join(format!("root-{name}"));
+                let work = dir.path().join(format!("work-{name}"));
+                fs::create_dir_all(&work).expect("mkdir");
+                nodeenv::ignition_apply(&cfg, &root, &work);
+                assert_units_verify(&root, &[store::DIR_UNIT, store::MOUNT_UNIT], name);
             }
             k => panic!("{}: unexpected kind {k}", m.file_name),
         }

@@ -293,26 +293,6 @@ fn stopped<T>(_: T) -> anyhow::Error {
     anyhow::Error::new(Stopped)
 }
 
-/// The parts of `range` not covered by the sorted, disjoint `covered` ranges.
-fn subtract(range: (u64, u64), covered: &[(u64, u64)]) -> Vec<(u64, u64)> {
-    let (mut at, end) = (range.0, range.0 + range.1);
-    let mut out = Vec::new();
-    let first = covered.partition_point(|&(s, l)| s + l <= at);
-    for &(s, l) in &covered[first..] {
-        if s >= end {
-            break;
-        }
-        if s > at {
-            out.push((at, s - at));
-        }
-        at = at.max(s + l);
-    }
-    if at < end {
-        out.push((at, end - at));
-    }
-    out
-}
-
 /// The plan of the pass: every piece, the files, the emission order, the block-map ranges.
 struct Plan<'a> {
     pieces: Vec<Piece>,
@@ -362,7 +342,7 @@ fn plan<'a>(
                     .collect();
                 runs.sort_unstable();
                 for &(at, len) in &built.metadata {
-                    for (s, l) in subtract((at, len), &runs) {
+                    for (s, l) in xfs::subtract((at, len), &runs) {
                         pieces.push(Piece {
                             at: offset + s,
                             len: l,
@@ -1597,15 +1577,5 @@ mod tests {
         for (a, b, _) in &bmap.ranges {
             assert!((*a..=*b).all(|k| written.contains(&k)));
         }
-    }
-
-    #[test]
-    fn subtracts_ranges() {
-        assert_eq!(
-            subtract((10, 20), &[(0, 12), (15, 2), (25, 100)]),
-            vec![(12, 3), (17, 8)]
-        );
-        assert_eq!(subtract((10, 5), &[]), vec![(10, 5)]);
-        assert_eq!(subtract((10, 5), &[(0, 3), (20, 4)]), vec![(10, 5)]);
     }
 }

@@ -35,38 +35,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use sha2::Digest as _;
 
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-
-/// The release components of the test release: the discovery components of the built-in rule
-/// and three install-only ones.
-pub const COMPONENTS: [&str; 17] = [
-    "aws-ebs-csi-driver",
-    "cloud-credential-operator",
-    "cluster-bootstrap",
-    "cluster-config-operator",
-    "cluster-etcd-operator",
-    "cluster-ingress-operator",
-    "cluster-kube-apiserver-operator",
-    "cluster-kube-controller-manager-operator",
-    "cluster-kube-scheduler-operator",
-    "cluster-policy-controller",
-    "console",
-    "etcd",
-    "hyperkube",
-    "installer",
-    "machine-config-operator",
-    "must-gather",
-    "pod",
-];
-
-pub fn sha(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
-}
+use crate::registry::images::{
+    tar_of, COMPONENTS, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,
+};
+use crate::registry::sha256;
 
 fn hex_of(d: &str) -> &str {
     d.strip_prefix("sha256:").expect("a sha256 digest")
@@ -124,22 +97,9 @@ pub struct Content {
     pub blobs: BTreeMap<String, Vec<u8>>,
 }
 
-fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (path, bytes) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        b.append_data(&mut h, path, *bytes).unwrap();
-    }
-    b.into_inner().unwrap()
-}
-
 impl Content {
     pub fn put(&mut self, bytes: Vec<u8>) -> String {
-        let d = sha(&bytes);
+        let d = sha256(&bytes);
         self.blobs.insert(d.clone(), bytes);
         d
     }
@@ -147,7 +107,7 @@ impl Content {
     /// A layer holding `files`: gzip'd for Docker images, a plain tar for OCI ones.
     pub fn layer(&mut self, docker: bool, files: &[(&str, &[u8])]) -> Layer {
         let raw = tar_of(files);
-        let diff_id = sha(&raw);
+        let diff_id = sha256(&raw);
         let (bytes, media_type) = if docker {
             let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             e.write_all(&raw).unwrap();
@@ -599,7 +559,7 @@ impl Workspace {
             l["mediaType"] = json!("application/vnd.oci.image.layer.v1.tar+gzip");
         }
         let oci_bytes = serde_json::to_vec(&oci).unwrap();
-        let oci_d = sha(&oci_bytes);
+        let oci_d = sha256(&oci_bytes);
         write(
             &layout.join("blobs/sha256").join(hex_of(&oci_d)),
             &oci_bytes,

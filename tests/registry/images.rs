@@ -14,6 +14,20 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 /// Docker manifest list.
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
+/// A layer tar of `(path, bytes)` regular files (mode 0644, time 0).
+pub fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, bytes) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        b.append_data(&mut h, path, *bytes).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
 /// Release components of the test releases: the discovery components of the built-in rule,
 /// plus three install-only ones.
 pub const COMPONENTS: [&str; 17] = [

@@ -71,32 +71,7 @@ pub fn write(dir: &Path) -> Result<()> {
             "from": {"kind": "DockerImage", "name": format!("{ART}@{}", m.digest)},
         }));
     }
-    let refs = serde_json::to_vec_pretty(&json!({
-        "kind": "ImageStream",
-        "apiVersion": "image.openshift.io/v1",
-        "metadata": {"name": VERSION},
-        "spec": {"tags": tags},
-    }))?;
-    let meta = serde_json::to_vec_pretty(&json!({
-        "kind": "cincinnati-metadata-v0",
-        "version": VERSION,
-        "metadata": {},
-    }))?;
-    let rl = oci.layer(
-        true,
-        &[
-            ("release-manifests/image-references", &refs),
-            ("release-manifests/release-metadata", &meta),
-        ],
-        6,
-    )?;
-    let release = oci.image(
-        true,
-        "amd64",
-        &[&base_d, &rl],
-        json!({"io.openshift.release": VERSION}),
-    )?;
-    oci.tag(&release, VERSION);
+    oci.release(VERSION, tags, &base_d)?;
 
     // The assisted-installer images (OCI manifests), one from a registry with a port.
     let mut assisted = Vec::new();

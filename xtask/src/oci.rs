@@ -163,6 +163,39 @@ impl Layout {
         self.blob(mt, &serde_json::to_vec_pretty(&l)?)
     }
 
+    /// A release image (Docker v2s2) for `version`: `base` and a layer holding
+    /// `release-manifests/image-references` (an ImageStream of `tags`) and `release-metadata`,
+    /// named `version` in `index.json`.
+    pub fn release(&mut self, version: &str, tags: Vec<Value>, base: &Layer) -> Result<Desc> {
+        let refs = serde_json::to_vec_pretty(&json!({
+            "kind": "ImageStream",
+            "apiVersion": "image.openshift.io/v1",
+            "metadata": {"name": version},
+            "spec": {"tags": tags},
+        }))?;
+        let meta = serde_json::to_vec_pretty(&json!({
+            "kind": "cincinnati-metadata-v0",
+            "version": version,
+            "metadata": {},
+        }))?;
+        let rl = self.layer(
+            true,
+            &[
+                ("release-manifests/image-references", &refs),
+                ("release-manifests/release-metadata", &meta),
+            ],
+            6,
+        )?;
+        let release = self.image(
+            true,
+            "amd64",
+            &[base, &rl],
+            json!({"io.openshift.release": version}),
+        )?;
+        self.tag(&release, version);
+        Ok(release)
+    }
+
     /// Names a manifest in `index.json`.
     pub fn tag(&mut self, desc: &Desc, name: &str) {
         let mut v = desc.json();

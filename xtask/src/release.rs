@@ -153,32 +153,7 @@ pub fn write(dir: &Path, scale: Scale) -> Result<Fixture> {
         }));
         component_refs.push(format!("{ART}@{}", m.digest));
     }
-    let refs = serde_json::to_vec_pretty(&json!({
-        "kind": "ImageStream",
-        "apiVersion": "image.openshift.io/v1",
-        "metadata": {"name": VERSION},
-        "spec": {"tags": tags},
-    }))?;
-    let meta = serde_json::to_vec_pretty(&json!({
-        "kind": "cincinnati-metadata-v0",
-        "version": VERSION,
-        "metadata": {},
-    }))?;
-    let rl = oci.layer(
-        true,
-        &[
-            ("release-manifests/image-references", &refs),
-            ("release-manifests/release-metadata", &meta),
-        ],
-        6,
-    )?;
-    let release = oci.image(
-        true,
-        "amd64",
-        &[&base_d, &rl],
-        json!({"io.openshift.release": VERSION}),
-    )?;
-    oci.tag(&release, VERSION);
+    oci.release(VERSION, tags, &base_d)?;
 
     let mut assisted = Vec::new();
     for (i, repo) in [

@@ -141,12 +141,13 @@ fn merge(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
 }
 
 /// The parts of `range` not covered by the sorted, disjoint `covered` ranges.
-fn subtract(range: (u64, u64), covered: &[(u64, u64)]) -> Vec<(u64, u64)> {
+pub(crate) fn subtract(range: (u64, u64), covered: &[(u64, u64)]) -> Vec<(u64, u64)> {
     let (mut at, end) = (range.0, range.0 + range.1);
     let mut out = Vec::new();
-    for &(s, l) in covered {
-        if s + l <= at || s >= end {
-            continue;
+    let first = covered.partition_point(|&(s, l)| s + l <= at);
+    for &(s, l) in &covered[first..] {
+        if s >= end {
+            break;
         }
         if s > at {
             out.push((at, s - at));
@@ -229,6 +230,7 @@ mod tests {
             vec![(12, 3), (17, 8)]
         );
         assert_eq!(subtract((10, 5), &[]), vec![(10, 5)]);
+        assert_eq!(subtract((10, 5), &[(0, 3), (20, 4)]), vec![(10, 5)]);
     }
 
     #[test]
